@@ -1,0 +1,1 @@
+//! QEMU harness for rxen's system tests (placeholder, being written).

@@ -1,0 +1,2 @@
+//! The rxen hypervisor.
+#![cfg_attr(not(test), no_std)]

@@ -1,0 +1,7 @@
+//! The bootable hypervisor image; everything lives in the library's `arch` module.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the hypervisor image is built for x86_64-unknown-none; see `cargo xtask build`");
+}
