@@ -1,0 +1,85 @@
+//! The test guest booted as dom0, one scenario per test (chosen by its command line). Each
+//! scenario prints exactly one XTF-style `Test result:` line and powers off, except `crash`,
+//! which faults without a handler so that the hypervisor must crash the domain.
+
+use std::time::Duration;
+
+use rxen_tests::{
+    Config, ExitKind, Machine, Result, TEST_RESULT, XEN_CRASH_NOREBOOT, XEN_CRASH_REBOOT,
+    XEN_DOM0_CRASHED,
+};
+
+/// Booting and running one scenario under TCG.
+const RUN: Duration = Duration::from_secs(180);
+/// From the verdict (or the crash report) to QEMU's exit.
+const END: Duration = Duration::from_secs(30);
+
+/// Runs a scenario that must report SUCCESS and then power the machine off.
+fn expect_success(scenario: &str) -> Result<()> {
+    let mut m = Machine::boot(Config::test_guest(scenario))?;
+    let verdict = m.expect_line(TEST_RESULT, RUN)?;
+    let exit = m.wait_exit(END)?;
+    let output = m.output();
+    assert_eq!(
+        verdict.trim_end(),
+        "Test result: SUCCESS",
+        "scenario {scenario} failed:\n{output}"
+    );
+    assert_eq!(
+        output.matches(TEST_RESULT).count(),
+        1,
+        "scenario {scenario} printed more than one verdict:\n{output}"
+    );
+    assert_eq!(exit, ExitKind::PoweredOff, "scenario {scenario}:\n{output}");
+    Ok(())
+}
+
+#[test]
+fn hypercalls() -> Result<()> {
+    expect_success("hypercalls")
+}
+
+#[test]
+fn exception() -> Result<()> {
+    expect_success("exception")
+}
+
+#[test]
+fn timers() -> Result<()> {
+    expect_success("timers")
+}
+
+#[test]
+fn events() -> Result<()> {
+    expect_success("events")
+}
+
+/// The start of a crash: the report and the guest's registers.
+fn expect_crash_report(m: &mut Machine) -> Result<()> {
+    m.expect(XEN_DOM0_CRASHED, RUN)?;
+    m.expect("RIP:", END)?;
+    Ok(())
+}
+
+#[test]
+fn crash_reboots_the_machine() -> Result<()> {
+    let mut m = Machine::boot(Config::test_guest("crash"))?;
+    expect_crash_report(&mut m)?;
+    m.expect(XEN_CRASH_REBOOT, END)?;
+    // A reset the hypervisor asked for, not a triple fault of its own.
+    assert_eq!(m.wait_exit(END)?, ExitKind::Reset);
+    Ok(())
+}
+
+#[test]
+fn crash_with_noreboot_halts() -> Result<()> {
+    let mut cfg = Config::test_guest("crash");
+    cfg.xen_cmdline.push_str(" noreboot");
+    let mut m = Machine::boot(cfg)?;
+    expect_crash_report(&mut m)?;
+    m.expect(XEN_CRASH_NOREBOOT, END)?;
+    // The hypervisor halts instead of resetting: QEMU must still be running.
+    m.expect_running_for(Duration::from_secs(2))?;
+    m.kill();
+    Ok(())
+}
