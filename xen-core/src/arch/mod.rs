@@ -1,0 +1,2 @@
+//! Hardware-specific code. Only x86_64 exists.
+pub mod x86_64;

@@ -1,0 +1,190 @@
+//! Building dom0 from the first boot module, as Xen's dom0 builder does: parse the
+//! kernel (ELF, or the ELF inside a bzImage), lay out its start-of-day memory with the
+//! shared domain builder, allocate and fill its frames, record its page-table frames in
+//! the frame table, validate its initial page tables, and create vCPU 0.
+
+use super::domain::{Domain, RunState, Vcpu, HV};
+use super::mm::{self, pte, FrameInfo, FrameUse, FRAMES};
+use super::{hypercall, time};
+use crate::cmdline::Options;
+use alloc::string::String;
+use alloc::vec::Vec;
+use domain_builder::{BuildMemory, KernelImage, LayoutParams, StartInfoParams};
+use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, SIF_INITDOMAIN, SIF_PRIVILEGED};
+use xen_abi::{DomId, EvtchnPort, Mfn, Pfn};
+
+const DEFAULT_DOM0_MIB: u64 = 64;
+
+struct Dom0Memory<'a> {
+    p2m: &'a [Mfn],
+}
+
+impl BuildMemory for Dom0Memory<'_> {
+    fn mfn(&self, pfn: Pfn) -> Mfn {
+        self.p2m.get(pfn.raw() as usize).copied().unwrap_or(Mfn::new(0))
+    }
+    fn write(&mut self, pfn: Pfn, offset: usize, bytes: &[u8]) {
+        let Some(m) = self.p2m.get(pfn.raw() as usize) else {
+            return;
+        };
+        if offset + bytes.len() > 4096 {
+            return;
+        }
+        // SAFETY: the frame belongs to the domain under construction (nothing runs in it
+        // yet) and is mapped by the direct map; the range stays inside it (checked above).
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), mm::maddr_to_virt((m.raw() << 12) + offset as u64), bytes.len())
+        };
+    }
+    fn zero(&mut self, pfn: Pfn) {
+        if let Some(&m) = self.p2m.get(pfn.raw() as usize) {
+            mm::zero_frame(m);
+        }
+    }
+}
+
+fn module_bytes(start: u64, end: u64) -> &'static [u8] {
+    // SAFETY: boot modules are reserved RAM (never on the free list) mapped by the
+    // direct map, and never written after boot.
+    unsafe { core::slice::from_raw_parts(mm::maddr_to_virt(start), end.saturating_sub(start) as usize) }
+}
+
+/// Builds dom0 and makes its vCPU 0 runnable.
+pub fn build(kstart: u64, kend: u64, cmdline: &str, ramdisk: Option<(u64, u64)>, options: &Options) -> Result<(), String> {
+    let kernel = module_bytes(kstart, kend);
+    let elf = domain_builder::bzimage::kernel_elf(kernel).map_err(|e| alloc::format!("{e}"))?;
+    let image = KernelImage::parse(elf, hypercall::supported_features(true)).map_err(|e| alloc::format!("{e}"))?;
+    let ramdisk = ramdisk.map(|(s, e)| module_bytes(s, e)).unwrap_or(&[]);
+
+    let free = FRAMES.lock().free_count();
+    let want = options.dom0_mem_kib.map(|k| k / 4).unwrap_or(DEFAULT_DOM0_MIB * 256);
+    // Leave the hypervisor room to work (timers, tables, later domains' metadata).
+    let nr_pages = want.min(free.saturating_sub(1024));
+    let layout = domain_builder::plan(
+        &image,
+        &LayoutParams {
+            nr_pages,
+            ramdisk_len: ramdisk.len() as u64,
+            with_store_and_console: false,
+        },
+    )
+    .map_err(|e| alloc::format!("{e}"))?;
+
+    let id = DomId::new(0);
+    let mut p2m = Vec::with_capacity(nr_pages as usize);
+    let shared_info;
+    {
+        let mut frames = FRAMES.lock();
+        for pfn in 0..nr_pages {
+            let m = frames
+                .alloc(id, FrameUse::Guest)
+                .ok_or_else(|| String::from("out of memory for dom0"))?;
+            mm::set_m2p(m, pfn);
+            p2m.push(m);
+        }
+        shared_info = frames
+            .alloc(DomId::XEN, FrameUse::Xen)
+            .ok_or_else(|| String::from("out of memory for shared_info"))?;
+    }
+    let mut mem = Dom0Memory { p2m: &p2m };
+    let boot = domain_builder::build(
+        &image,
+        &layout,
+        &mut mem,
+        &StartInfoParams {
+            shared_info,
+            flags: SIF_PRIVILEGED | SIF_INITDOMAIN,
+            store_evtchn: EvtchnPort::new(0),
+            console_evtchn: EvtchnPort::new(0),
+            cmdline: cmdline.as_bytes(),
+            ramdisk,
+        },
+    )
+    .map_err(|e| alloc::format!("{e}"))?;
+
+    crate::xinfo!("*** Building a PV Dom0 ***\n");
+    crate::xinfo!(" Dom0 kernel: {} bytes, entry {:#x}, {} pages ({} MiB)\n", kernel.len(), boot.entry, nr_pages, nr_pages / 256);
+    crate::xinfo!(" Start info {:#x}, stack top {:#x}, {} page-table frames\n", boot.start_info_va, boot.stack_top, boot.page_tables.len());
+
+    // Page-table frames get their type; then check and finish the tree as pinning does.
+    {
+        let mut frames = FRAMES.lock();
+        for &(pfn, level) in &boot.page_tables {
+            if let Some(&m) = p2m.get(pfn.raw() as usize) {
+                frames.set(m, FrameInfo { owner: id, kind: FrameUse::PageTable(level) });
+            }
+        }
+        validate_tree(&frames, id, boot.l4_mfn, 4)?;
+    }
+    // The hypervisor's slots (M2P, image, direct map) in the guest's L4.
+    for slot in 256..272 {
+        mm::write_entry(boot.l4_mfn, slot, mm::read_entry(mm::idle_l4(), slot));
+    }
+
+    let mut evtchn = crate::evtchn::EventChannels::new(id, 1).map_err(|e| alloc::format!("event channels: {e:?}"))?;
+    evtchn.set_hardware_domain();
+    let mut v = Vcpu::new(0, shared_info, boot.l4_mfn);
+    v.regs.rip = boot.entry;
+    v.regs.rsp = boot.stack_top;
+    v.regs.rsi = boot.start_info_va;
+    v.regs.cs = u64::from(FLAT_KERNEL_CS);
+    v.regs.ss = u64::from(FLAT_KERNEL_SS);
+    v.regs.rflags = 0x202;
+    v.kernel_sp = boot.stack_top;
+    v.state = RunState::Runnable;
+    let d = Domain {
+        id,
+        vcpus: alloc::vec![v],
+        shared_info,
+        evtchn,
+        p2m,
+        max_pages: nr_pages,
+        privileged: true,
+        shutdown: None,
+        shutdown_code: None,
+        vm_assist: 0,
+    };
+    d.mask_all_upcalls();
+    d.vcpus[0].update_time();
+    let wall = time::wallclock_at_boot();
+    d.update_wallclock(wall, 0);
+    HV.lock().domains.push(d);
+    Ok(())
+}
+
+/// Checks the initial page tables the way pinning the L4 would (reduced form of the PV
+/// MMU rules, which have their own issue): every entry maps a frame of the domain, tables
+/// reference tables of the next lower level, no page-table frame is mapped writable, and
+/// guest-kernel L1 entries get _PAGE_USER (the guest kernel runs in ring 3).
+fn validate_tree(frames: &mm::Frames, dom: DomId, table: Mfn, level: u8) -> Result<(), String> {
+    for i in 0..512usize {
+        if level == 4 && (256..272).contains(&i) {
+            continue;
+        }
+        let e = mm::read_entry(table, i);
+        if e & pte::P == 0 {
+            continue;
+        }
+        let m = Mfn::new((e & pte::ADDR_MASK) >> 12);
+        let info = frames.info(m).ok_or_else(|| alloc::format!("L{level} entry {i} maps a frame that does not exist"))?;
+        if info.owner != dom {
+            return Err(alloc::format!("L{level} entry {i} maps frame {:#x} of another owner", m.raw()));
+        }
+        if level > 1 {
+            if e & pte::PS != 0 {
+                return Err(alloc::format!("L{level} entry {i} is a superpage"));
+            }
+            if info.kind != FrameUse::PageTable(level - 1) {
+                return Err(alloc::format!("L{level} entry {i} does not reference an L{} table", level - 1));
+            }
+            mm::write_entry(table, i, e | pte::U);
+            validate_tree(frames, dom, m, level - 1)?;
+        } else {
+            if matches!(info.kind, FrameUse::PageTable(_)) && e & pte::RW != 0 {
+                return Err(alloc::format!("L1 entry {i} maps page-table frame {:#x} writable", m.raw()));
+            }
+            mm::write_entry(table, i, e | pte::U);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! What happens on every entry from a guest and on every return to one: exceptions
+//! bounced to the guest's virtual IDT with Xen's frame layout, `int $n` and Xen's
+//! forced-emulation `cpuid`, the periodic tick (guest timers, console input), event
+//! upcalls on the way out, scheduling and idling, and crashing a domain.
+
+use super::cpu;
+use super::domain::{Domain, Hypervisor, RunState, Shutdown, Vcpu, HV};
+use super::frame::{TrapFrame, VECTOR_SYSCALL};
+use super::guestmem;
+use super::time;
+use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_NT: u64 = 1 << 14;
+const RFLAGS_RF: u64 = 1 << 16;
+const RFLAGS_AC: u64 = 1 << 18;
+const RFLAGS_VM: u64 = 1 << 17;
+const RFLAGS_IOPL: u64 = 3 << 12;
+
+/// Exceptions that push an error code.
+fn has_error_code(vector: u64) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Entry of every exception and interrupt (entry.S).
+#[unsafe(no_mangle)]
+extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    let vector = f.vector;
+    if !f.from_guest() {
+        hypervisor_trap(f);
+        return;
+    }
+    match vector {
+        v if v == u64::from(time::TIMER_VECTOR) => {
+            time::eoi();
+            tick();
+        }
+        v if v == u64::from(time::SPURIOUS_VECTOR) => {}
+        0..=31 => guest_exception(f),
+        _ => {
+            time::eoi();
+        }
+    }
+    exit_to_guest(f);
+}
+
+/// A trap taken while the hypervisor itself ran: the tick during idle, a guest-memory
+/// access that faulted (recovered), or a hypervisor bug (fatal).
+fn hypervisor_trap(f: &mut TrapFrame) {
+    let vector = f.vector;
+    if vector == 14 && guestmem::fixup(f) {
+        return;
+    }
+    match vector {
+        v if v == u64::from(time::TIMER_VECTOR) => {
+            time::eoi();
+            tick();
+        }
+        v if v == u64::from(time::SPURIOUS_VECTOR) => {}
+        2 => crate::xwarn!("NMI received\n"),
+        _ => {
+            crate::xerr!("----[ rxen hypervisor fault ]----\n");
+            crate::xerr!("vector {} error {:#x} cr2 {:#x}\n", f.vector, f.error_code, cpu::read_cr2());
+            dump_regs(f);
+            crate::xerr!("Panic: hypervisor fault\n");
+            super::power::fatal();
+        }
+    }
+}
+
+/// Prints a register frame, Xen-style.
+pub fn dump_regs(f: &TrapFrame) {
+    crate::xerr!("RIP:    {:04x}:[<{:016x}>]\n", f.cs, f.rip);
+    crate::xerr!("RFLAGS: {:016x}   vector {:#x} error {:#x}\n", f.rflags, f.vector, f.error_code);
+    crate::xerr!("rax: {:016x}   rbx: {:016x}   rcx: {:016x}\n", f.rax, f.rbx, f.rcx);
+    crate::xerr!("rdx: {:016x}   rsi: {:016x}   rdi: {:016x}\n", f.rdx, f.rsi, f.rdi);
+    crate::xerr!("rbp: {:016x}   rsp: {:016x}   r8:  {:016x}\n", f.rbp, f.rsp, f.r8);
+    crate::xerr!("r9:  {:016x}   r10: {:016x}   r11: {:016x}\n", f.r9, f.r10, f.r11);
+    crate::xerr!("r12: {:016x}   r13: {:016x}   r14: {:016x}\n", f.r12, f.r13, f.r14);
+    crate::xerr!("r15: {:016x}   cr2: {:016x}   ss: {:04x}\n", f.r15, cpu::read_cr2(), f.ss);
+}
+
+/// The periodic tick: fire due guest timers, notice console input.
+fn tick() {
+    let mut hv = HV.lock();
+    let now = time::now();
+    if super::console::poll_input() {
+        hv.console_input_pending = true;
+    }
+    if hv.console_input_pending {
+        if let Some(d0) = hv.domains.first_mut() {
+            hv_send_virq_kick(d0, xen_abi::xen::VIRQ_CONSOLE, 0);
+        }
+        hv.console_input_pending = false;
+    }
+    for d in hv.domains.iter_mut() {
+        if d.shutdown.is_some() {
+            continue;
+        }
+        for i in 0..d.vcpus.len() {
+            let mut fire = false;
+            let v = &mut d.vcpus[i];
+            if v.singleshot.is_some_and(|t| t <= now) {
+                v.singleshot = None;
+                fire = true;
+            }
+            if let Some((period, next)) = v.periodic {
+                if next <= now {
+                    let missed = (now - next) / period.max(1);
+                    v.periodic = Some((period, next + (missed + 1) * period.max(1)));
+                    fire = true;
+                }
+            }
+            if v.state == RunState::Polling && v.poll_deadline.is_some_and(|t| t <= now) {
+                v.state = RunState::Runnable;
+                v.poll_deadline = None;
+                v.regs.rax = 0;
+            }
+            if fire {
+                hv_send_virq_kick(d, xen_abi::xen::VIRQ_TIMER, i as u32);
+            }
+        }
+    }
+}
+
+/// Raises a VIRQ and wakes the vCPU it lands on.
+pub fn hv_send_virq_kick(d: &mut Domain, virq: u32, vcpu: u32) {
+    let _ = d.send_virq(virq, vcpu);
+}
+
+/// Saves the live frame into the current vCPU.
+fn save_current(hv: &mut Hypervisor, f: &TrapFrame) {
+    if let Some((di, vi)) = hv.current {
+        if let Some(v) = hv.domains.get_mut(di).and_then(|d| d.vcpus.get_mut(vi)) {
+            v.regs = *f;
+        }
+    }
+}
+
+/// Makes `(di, vi)` the running vCPU: its registers into the frame, its page table in CR3.
+fn switch_to(hv: &mut Hypervisor, f: &mut TrapFrame, di: usize, vi: usize) {
+    if hv.current == Some((di, vi)) {
+        return;
+    }
+    save_current(hv, f);
+    let now = time::now();
+    if let Some((odi, ovi)) = hv.current {
+        if let Some(v) = hv.domains.get_mut(odi).and_then(|d| d.vcpus.get_mut(ovi)) {
+            // SAFETY: FS/GS base MSRs exist on every x86_64 CPU.
+            unsafe {
+                v.fs_base = cpu::rdmsr(cpu::MSR_FS_BASE);
+                let gs = cpu::rdmsr(cpu::MSR_GS_BASE);
+                if v.in_kernel {
+                    v.gs_base_kernel = gs;
+                } else {
+                    v.gs_base_user = gs;
+                }
+            }
+            let st = if v.state == RunState::Runnable {
+                xen_abi::vcpu::RUNSTATE_RUNNABLE
+            } else {
+                xen_abi::vcpu::RUNSTATE_BLOCKED
+            };
+            v.set_runstate(st, now);
+        }
+    }
+    hv.current = Some((di, vi));
+    let Some(v) = hv.domains.get_mut(di).and_then(|d| d.vcpus.get_mut(vi)) else {
+        return;
+    };
+    *f = v.regs;
+    v.set_runstate(xen_abi::vcpu::RUNSTATE_RUNNING, now);
+    let l4 = if v.in_kernel { v.kernel_l4 } else { v.user_l4.unwrap_or(v.kernel_l4) };
+    // SAFETY: the vCPU's L4 was validated and has the hypervisor slots filled.
+    unsafe {
+        cpu::write_cr3(l4.raw() << 12);
+        cpu::wrmsr(cpu::MSR_FS_BASE, v.fs_base);
+        cpu::wrmsr(cpu::MSR_GS_BASE, if v.in_kernel { v.gs_base_kernel } else { v.gs_base_user });
+    }
+    cpu::set_cr0_ts(v.fpu_ts);
+    v.update_time();
+}
+
+fn pick_runnable(hv: &Hypervisor) -> Option<(usize, usize)> {
+    // Round robin starting after the current vCPU.
+    let flat: alloc::vec::Vec<(usize, usize)> = hv
+        .domains
+        .iter()
+        .enumerate()
+        .flat_map(|(di, d)| (0..d.vcpus.len()).map(move |vi| (di, vi)))
+        .collect();
+    let start = hv
+        .current
+        .and_then(|c| flat.iter().position(|&x| x == c))
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    (0..flat.len())
+        .map(|i| flat[(start + i) % flat.len()])
+        .find(|&(di, vi)| {
+            let d = &hv.domains[di];
+            d.shutdown.is_none() && d.vcpus[vi].state == RunState::Runnable
+        })
+}
+
+/// The way out to a guest: pick a runnable vCPU (idling until there is one), deliver a
+/// pending event upcall, and return so entry.S restores the frame.
+pub fn exit_to_guest(f: &mut TrapFrame) {
+    loop {
+        let mut hv = HV.lock();
+        let cur_ok = hv.current.is_some_and(|(di, vi)| {
+            let d = &hv.domains[di];
+            d.shutdown.is_none() && d.vcpus[vi].state == RunState::Runnable
+        });
+        let next = if cur_ok { hv.current } else { pick_runnable(&hv) };
+        match next {
+            Some((di, vi)) => {
+                switch_to(&mut hv, f, di, vi);
+                deliver_events(&mut hv, f, di, vi);
+                return;
+            }
+            None => {
+                if hv.domains.is_empty() || hv.domains.iter().all(|d| d.shutdown.is_some()) {
+                    drop(hv);
+                    crate::xinfo!("no domains left: halting\n");
+                    super::power::halt();
+                }
+                save_current(&mut hv, f);
+                drop(hv);
+                cpu::idle_once();
+            }
+        }
+    }
+}
+
+/// Delivers an event upcall if one is pending and not masked (Xen's test_guest_events).
+fn deliver_events(hv: &mut Hypervisor, f: &mut TrapFrame, di: usize, vi: usize) {
+    let d = &mut hv.domains[di];
+    let v = &mut d.vcpus[vi];
+    if v.event_callback == 0 || !v.upcall_pending() || v.upcall_mask() != 0 {
+        return;
+    }
+    let cb = v.event_callback;
+    if bounce(v, f, cb, None, true).is_err() {
+        crash_domain(hv, di, "event upcall frame could not be written", f);
+    }
+}
+
+/// Builds an exception/upcall frame on the guest's stack (ABI.md 1.11) and redirects the
+/// frame to `handler`. Fails if the guest stack cannot be written.
+pub fn bounce(v: &mut Vcpu, f: &mut TrapFrame, handler: u64, error: Option<u64>, mask_events: bool) -> Result<(), ()> {
+    let from_user = !v.in_kernel;
+    if from_user {
+        switch_mode(v, true);
+    }
+    let sp = if from_user { v.kernel_sp } else { f.rsp } & !15;
+    let saved_mask = v.upcall_mask();
+    let cs = if from_user { f.cs } else { f.cs & !3 };
+    let mut rflags = f.rflags & !(RFLAGS_IF | RFLAGS_IOPL);
+    if saved_mask == 0 {
+        rflags |= RFLAGS_IF;
+    }
+    let mut words = arrayvec::ArrayVec::<u64, 8>::new();
+    words.push(f.rcx);
+    words.push(f.r11);
+    if let Some(e) = error {
+        words.push(e);
+    }
+    words.push(f.rip);
+    words.push((cs & 0xffff) | (u64::from(saved_mask) << 32));
+    words.push(rflags);
+    words.push(f.rsp);
+    words.push(f.ss);
+    let len = (words.len() * 8) as u64;
+    let new_sp = sp.checked_sub(len).ok_or(())?;
+    let bytes: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    guestmem::copy_to_guest(new_sp, &bytes).map_err(|_| ())?;
+    if mask_events {
+        v.set_upcall_mask(true);
+    }
+    f.rip = handler;
+    f.rsp = new_sp;
+    f.cs = u64::from(FLAT_KERNEL_CS);
+    f.ss = u64::from(FLAT_KERNEL_SS);
+    f.rflags = (f.rflags & !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_AC | RFLAGS_VM | RFLAGS_IOPL)) | RFLAGS_IF | 2;
+    Ok(())
+}
+
+/// Switches a vCPU between guest-kernel and guest-user mode: page table and GS base.
+pub fn switch_mode(v: &mut Vcpu, to_kernel: bool) {
+    if v.in_kernel == to_kernel {
+        return;
+    }
+    // SAFETY: GS base MSR exists; the L4s were validated.
+    unsafe {
+        let gs = cpu::rdmsr(cpu::MSR_GS_BASE);
+        if v.in_kernel {
+            v.gs_base_kernel = gs;
+        } else {
+            v.gs_base_user = gs;
+        }
+        v.in_kernel = to_kernel;
+        let l4 = if to_kernel { v.kernel_l4 } else { v.user_l4.unwrap_or(v.kernel_l4) };
+        cpu::write_cr3(l4.raw() << 12);
+        cpu::wrmsr(cpu::MSR_GS_BASE, if to_kernel { v.gs_base_kernel } else { v.gs_base_user });
+    }
+}
+
+/// An exception raised by the running guest.
+fn guest_exception(f: &mut TrapFrame) {
+    let mut hv = HV.lock();
+    let Some((di, vi)) = hv.current else {
+        return;
+    };
+    let vector = f.vector;
+    let mut error = if has_error_code(vector) { Some(f.error_code) } else { None };
+    // Xen's forced emulation prefix (ud2; .ascii "xen") before cpuid.
+    if vector == 6 && emulate_forced_cpuid(f) {
+        return;
+    }
+    // `int $n` arrives as #GP with the IDT vector in the error code (the IDT is DPL 0).
+    if vector == 13 && f.error_code & 7 == 2 {
+        let n = (f.error_code >> 3) as usize & 0xff;
+        let v = &hv.domains[di].vcpus[vi];
+        let entry = v.traps[n];
+        let mut insn = [0u8; 2];
+        if entry.address != 0 && entry.flags & 3 == 3 && guestmem::copy_from_guest(f.rip, &mut insn).is_ok() && insn == [0xcd, n as u8] {
+            f.rip += 2;
+            let v = &mut hv.domains[di].vcpus[vi];
+            if bounce(v, f, entry.address, None, entry.flags & 4 != 0).is_err() {
+                crash_domain(&mut hv, di, "bad guest stack for a software interrupt", f);
+            }
+            return;
+        }
+    }
+    let v = &mut hv.domains[di].vcpus[vi];
+    if vector == 14 {
+        v.set_cr2(cpu::read_cr2());
+        // U/S in the error code tells the guest whether user or kernel faulted.
+        error = error.map(|e| if v.in_kernel { e & !4 } else { e | 4 });
+    }
+    let entry = v.traps.get(vector as usize).copied().unwrap_or_default();
+    if entry.address == 0 {
+        let why = alloc::format!("unhandled exception {} (error {:#x}, cr2 {:#x})", vector, f.error_code, cpu::read_cr2());
+        crash_domain(&mut hv, di, &why, f);
+        return;
+    }
+    if bounce(v, f, entry.address, error, entry.flags & 4 != 0).is_err() {
+        crash_domain(&mut hv, di, "exception frame could not be written to the guest stack", f);
+    }
+}
+
+/// `ud2; .ascii "xen"; cpuid` → emulated cpuid with Xen's leaves. Returns true if handled.
+fn emulate_forced_cpuid(f: &mut TrapFrame) -> bool {
+    let mut insn = [0u8; 7];
+    if guestmem::copy_from_guest(f.rip, &mut insn).is_err() {
+        return false;
+    }
+    if insn[..5] != xen_abi::xen::XEN_EMULATE_PREFIX || insn[5..] != [0x0f, 0xa2] {
+        return false;
+    }
+    let r = guest_cpuid(f.rax as u32, f.rcx as u32);
+    f.rax = u64::from(r[0]);
+    f.rbx = u64::from(r[1]);
+    f.rcx = u64::from(r[2]);
+    f.rdx = u64::from(r[3]);
+    f.rip += 7;
+    true
+}
+
+/// The CPUID a PV guest sees: the host's, with what a PV guest must not use hidden, and
+/// Xen's leaves at 0x40000000.
+pub fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let base = xen_abi::xen::XEN_CPUID_FIRST_LEAF;
+    if (base..base + 0x100).contains(&leaf) {
+        let sig = xen_abi::xen::XEN_CPUID_SIGNATURE;
+        let w = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
+        return match leaf - base {
+            0 => [base + 2, w(0), w(4), w(8)],
+            1 => [(super::hypercall::XEN_MAJOR << 16) | super::hypercall::XEN_MINOR, 0, 0, 0],
+            // One hypercall page; no MSR to request it (PV guests get it from the builder).
+            2 => [1, 0, 0, 0],
+            _ => [0; 4],
+        };
+    }
+    let mut r = cpu::cpuid(leaf, subleaf);
+    match leaf {
+        1 => {
+            // Hide MONITOR(3), VMX(5), x2APIC(21), TSC-deadline(24), XSAVE(26), OSXSAVE(27),
+            // AVX(28), hypervisor-unfriendly bits; set the hypervisor bit (31).
+            r[2] &= !((1 << 3) | (1 << 5) | (1 << 21) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            r[2] |= 1 << 31;
+            // Hide PSE(3), PGE(13), MTRR(12), MCE/MCA(7,14), APIC(9) as Xen does for PV.
+            r[3] &= !((1 << 3) | (1 << 13) | (1 << 12) | (1 << 7) | (1 << 14) | (1 << 9));
+        }
+        7 if subleaf == 0 => {
+            // Hide SMEP(7), INVPCID(10), SMAP(20), PKU(ecx 3), LA57(ecx 16), AVX2(5), AVX512.
+            r[1] &= !((1 << 7) | (1 << 10) | (1 << 20) | (1 << 5) | (0xffff << 16));
+            r[2] &= !((1 << 3) | (1 << 16));
+        }
+        0x8000_0001 => {
+            // Hide SVM(ecx 2) and 1 GiB pages (edx 26).
+            r[2] &= !(1 << 2);
+            r[3] &= !(1 << 26);
+        }
+        _ => {}
+    }
+    r
+}
+
+/// Crashes domain `di`: logs the reason and the guest's registers; for dom0 this ends
+/// the machine as Xen does (reboot, or halt under `noreboot`).
+pub fn crash_domain(hv: &mut Hypervisor, di: usize, why: &str, f: &TrapFrame) {
+    let d = &mut hv.domains[di];
+    crate::xerr!("Domain {} crashed: {}\n", d.id.raw(), why);
+    dump_regs(f);
+    d.shutdown = Some(Shutdown::Crashed);
+    for v in d.vcpus.iter_mut() {
+        v.state = RunState::Down;
+    }
+    domain_shut_down(hv, di);
+}
+
+/// Reacts to a domain that stopped: dom0 ends the machine; others notify dom0.
+pub fn domain_shut_down(hv: &mut Hypervisor, di: usize) {
+    let d = &hv.domains[di];
+    if d.id.raw() == 0 {
+        match d.shutdown {
+            Some(Shutdown::Crashed) | Some(Shutdown::Requested(xen_abi::sched::SHUTDOWN_CRASH)) => {
+                if hv.options.noreboot {
+                    crate::xerr!("Hardware Dom0 crashed: 'noreboot' set - not rebooting.\n");
+                    super::power::halt();
+                } else {
+                    crate::xerr!("Hardware Dom0 crashed: rebooting machine\n");
+                    super::power::reboot();
+                }
+            }
+            Some(Shutdown::Requested(xen_abi::sched::SHUTDOWN_REBOOT)) => {
+                crate::xinfo!("Hardware Dom0 shutdown: rebooting machine\n");
+                super::power::reboot();
+            }
+            _ => {
+                crate::xinfo!("Hardware Dom0 halted: halting machine\n");
+                super::power::poweroff();
+            }
+        }
+    }
+    if let Some(d0) = hv.domains.first_mut() {
+        let _ = d0.send_virq(xen_abi::xen::VIRQ_DOM_EXC, 0);
+    }
+}
+
+/// Entry of every `syscall` from a guest (entry.S): a hypercall in guest-kernel mode, a
+/// system call of the guest's user space otherwise.
+#[unsafe(no_mangle)]
+extern "C" fn syscall_dispatch(f: &mut TrapFrame) {
+    debug_assert_eq!(f.vector, VECTOR_SYSCALL);
+    let in_kernel = {
+        let hv = HV.lock();
+        hv.current.is_some_and(|(di, vi)| hv.domains[di].vcpus[vi].in_kernel)
+    };
+    if in_kernel {
+        super::hypercall::dispatch(f);
+    } else {
+        user_syscall(f);
+    }
+    exit_to_guest(f);
+}
+
+/// A guest user's `syscall`: bounce to the kernel's syscall callback (ABI.md 1.10/1.11),
+/// or raise #UD at the instruction if none is registered.
+fn user_syscall(f: &mut TrapFrame) {
+    let mut hv = HV.lock();
+    let Some((di, vi)) = hv.current else {
+        return;
+    };
+    let v = &mut hv.domains[di].vcpus[vi];
+    let cb = v.syscall_callback;
+    // The frame's user RIP/RFLAGS came from RCX/R11; CS/SS are the flat selectors.
+    f.cs = u64::from(xen_abi::xen::FLAT_USER_CS);
+    f.ss = u64::from(xen_abi::xen::FLAT_USER_SS);
+    if cb == 0 {
+        f.rip -= 2;
+        let ud = v.traps[6];
+        if ud.address == 0 || bounce(v, f, ud.address, None, ud.flags & 4 != 0).is_err() {
+            crash_domain(&mut hv, di, "user syscall with no syscall callback and no #UD handler", f);
+        }
+        return;
+    }
+    let mask = v.syscall_masks_events;
+    if bounce(v, f, cb, None, mask).is_err() {
+        crash_domain(&mut hv, di, "syscall frame could not be written to the kernel stack", f);
+    }
+}
