@@ -53,7 +53,10 @@ fn module_bytes(start: u64, end: u64) -> &'static [u8] {
 pub fn build(kstart: u64, kend: u64, cmdline: &str, ramdisk: Option<(u64, u64)>, options: &Options) -> Result<(), String> {
     let kernel = module_bytes(kstart, kend);
     let elf = domain_builder::bzimage::kernel_elf(kernel).map_err(|e| alloc::format!("{e}"))?;
-    let image = KernelImage::parse(elf, hypercall::supported_features(true)).map_err(|e| alloc::format!("{e}"))?;
+    // Linux requires `!writable_page_tables`: Xen accepts such PV kernels (it emulates
+    // their page-table writes), so the builder is told the feature is offered.
+    let offered = hypercall::supported_features(true) | (1 << xen_abi::features::XENFEAT_WRITABLE_PAGE_TABLES);
+    let image = KernelImage::parse(elf, offered).map_err(|e| alloc::format!("{e}"))?;
     let ramdisk = ramdisk.map(|(s, e)| module_bytes(s, e)).unwrap_or(&[]);
 
     let free = FRAMES.lock().free_count();

@@ -145,6 +145,9 @@ fn enter_first_guest() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    // The panic may have happened while the console was locked; nothing else runs now.
+    // SAFETY: one CPU, interrupts off: no other holder of the lock can still be running.
+    unsafe { console::CONSOLE.force_unlock() };
     crate::xerr!("Panic: {}\n", info);
     power::fatal()
 }
