@@ -41,7 +41,11 @@ pub struct LogRing<const N: usize> {
 impl<const N: usize> LogRing<N> {
     /// An empty ring.
     pub const fn new() -> Self {
-        LogRing { buf: [0; N], written: 0, floor: 0 }
+        LogRing {
+            buf: [0; N],
+            written: 0,
+            floor: 0,
+        }
     }
 
     /// Appends bytes, overwriting the oldest ones when full.
@@ -74,7 +78,11 @@ impl<const N: usize> LogRing<N> {
             if pos >= self.written {
                 break;
             }
-            *slot = self.buf.get((pos % N as u64) as usize).copied().unwrap_or(0);
+            *slot = self
+                .buf
+                .get((pos % N as u64) as usize)
+                .copied()
+                .unwrap_or(0);
             pos += 1;
             n += 1;
         }

@@ -58,7 +58,13 @@ mod tests {
 
     #[test]
     fn one_second_is_one_second_at_common_frequencies() {
-        for f in [1_000_000u64, 100_000_000, 1_000_000_000, 2_500_000_000, 3_999_999_999] {
+        for f in [
+            1_000_000u64,
+            100_000_000,
+            1_000_000_000,
+            2_500_000_000,
+            3_999_999_999,
+        ] {
             let s = TimeScale::from_frequency(f);
             let ns = s.ticks_to_ns(f);
             let err = ns.abs_diff(NS_PER_SEC);

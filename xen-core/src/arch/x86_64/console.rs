@@ -82,7 +82,15 @@ pub fn guest_write(bytes: &[u8]) {
     };
     for &b in bytes {
         // Keep the console readable: drop other control bytes, keep what a terminal needs.
-        if b == b'\n' || b == b'\r' || b == b'\t' || b == 0x08 || b == 0x1b || b == 0x07 || (0x20..0x7f).contains(&b) || b >= 0x80 {
+        if b == b'\n'
+            || b == b'\r'
+            || b == b'\t'
+            || b == 0x08
+            || b == 0x1b
+            || b == 0x07
+            || (0x20..0x7f).contains(&b)
+            || b >= 0x80
+        {
             w.c.at_line_start = b == b'\n';
             w.c.ring.push(&[b]);
             super::serial::put_byte(b);

@@ -80,16 +80,25 @@ pub fn hv_stack_top() -> u64 {
 fn code_data(index: usize, desc: u64) {
     // SAFETY: called only during single-threaded boot, before the GDT is in use by
     // anything that could observe a torn entry.
-    unsafe { (*(&raw mut GDT)).0[index] = desc };
+    unsafe { GDT.0[index] = desc };
 }
 
 /// Builds and loads the GDT, TSS and IDT, and programs the `syscall` MSRs.
 pub fn init() {
     code_data(usize::from(HYPERVISOR_CS >> 3), 0x00af_9a00_0000_ffff);
     code_data(usize::from(HYPERVISOR_DS >> 3), 0x00cf_9200_0000_ffff);
-    code_data(usize::from(xen_abi::xen::FLAT_RING3_CS32 >> 3), 0x00cf_fa00_0000_ffff);
-    code_data(usize::from(xen_abi::xen::FLAT_RING3_DS32 >> 3), 0x00cf_f200_0000_ffff);
-    code_data(usize::from(xen_abi::xen::FLAT_RING3_CS64 >> 3), 0x00af_fa00_0000_ffff);
+    code_data(
+        usize::from(xen_abi::xen::FLAT_RING3_CS32 >> 3),
+        0x00cf_fa00_0000_ffff,
+    );
+    code_data(
+        usize::from(xen_abi::xen::FLAT_RING3_DS32 >> 3),
+        0x00cf_f200_0000_ffff,
+    );
+    code_data(
+        usize::from(xen_abi::xen::FLAT_RING3_CS64 >> 3),
+        0x00af_fa00_0000_ffff,
+    );
 
     // SAFETY: single-threaded boot; the statics are only touched here and by the CPU.
     unsafe {
@@ -160,10 +169,16 @@ pub fn init() {
         core::arch::asm!("lidt [{}]", in(reg) &idtr);
 
         // syscall: CS/SS from STAR[47:32]; sysret would use STAR[63:48] (0xe023 → 0xe033/0xe02b).
-        wrmsr(MSR_STAR, (u64::from(xen_abi::xen::FLAT_RING3_CS32) << 48) | (u64::from(HYPERVISOR_CS) << 32));
+        wrmsr(
+            MSR_STAR,
+            (u64::from(xen_abi::xen::FLAT_RING3_CS32) << 48) | (u64::from(HYPERVISOR_CS) << 32),
+        );
         wrmsr(MSR_LSTAR, syscall_entry as *const () as u64);
         // Mask IF, TF, DF, NT, AC on entry: the hypervisor runs with interrupts off.
-        wrmsr(MSR_FMASK, (1 << 9) | (1 << 8) | (1 << 10) | (1 << 14) | (1 << 18));
+        wrmsr(
+            MSR_FMASK,
+            (1 << 9) | (1 << 8) | (1 << 10) | (1 << 14) | (1 << 18),
+        );
         wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE | EFER_NXE);
     }
 }
@@ -192,7 +207,9 @@ pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists.
-    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 

@@ -21,7 +21,10 @@ struct Dom0Memory<'a> {
 
 impl BuildMemory for Dom0Memory<'_> {
     fn mfn(&self, pfn: Pfn) -> Mfn {
-        self.p2m.get(pfn.raw() as usize).copied().unwrap_or(Mfn::new(0))
+        self.p2m
+            .get(pfn.raw() as usize)
+            .copied()
+            .unwrap_or(Mfn::new(0))
     }
     fn write(&mut self, pfn: Pfn, offset: usize, bytes: &[u8]) {
         let Some(m) = self.p2m.get(pfn.raw() as usize) else {
@@ -33,7 +36,11 @@ impl BuildMemory for Dom0Memory<'_> {
         // SAFETY: the frame belongs to the domain under construction (nothing runs in it
         // yet) and is mapped by the direct map; the range stays inside it (checked above).
         unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), mm::maddr_to_virt((m.raw() << 12) + offset as u64), bytes.len())
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                mm::maddr_to_virt((m.raw() << 12) + offset as u64),
+                bytes.len(),
+            )
         };
     }
     fn zero(&mut self, pfn: Pfn) {
@@ -46,21 +53,33 @@ impl BuildMemory for Dom0Memory<'_> {
 fn module_bytes(start: u64, end: u64) -> &'static [u8] {
     // SAFETY: boot modules are reserved RAM (never on the free list) mapped by the
     // direct map, and never written after boot.
-    unsafe { core::slice::from_raw_parts(mm::maddr_to_virt(start), end.saturating_sub(start) as usize) }
+    unsafe {
+        core::slice::from_raw_parts(mm::maddr_to_virt(start), end.saturating_sub(start) as usize)
+    }
 }
 
 /// Builds dom0 and makes its vCPU 0 runnable.
-pub fn build(kstart: u64, kend: u64, cmdline: &str, ramdisk: Option<(u64, u64)>, options: &Options) -> Result<(), String> {
+pub fn build(
+    kstart: u64,
+    kend: u64,
+    cmdline: &str,
+    ramdisk: Option<(u64, u64)>,
+    options: &Options,
+) -> Result<(), String> {
     let kernel = module_bytes(kstart, kend);
     let elf = domain_builder::bzimage::kernel_elf(kernel).map_err(|e| alloc::format!("{e}"))?;
     // Linux requires `!writable_page_tables`: Xen accepts such PV kernels (it emulates
     // their page-table writes), so the builder is told the feature is offered.
-    let offered = hypercall::supported_features(true) | (1 << xen_abi::features::XENFEAT_WRITABLE_PAGE_TABLES);
+    let offered = hypercall::supported_features(true)
+        | (1 << xen_abi::features::XENFEAT_WRITABLE_PAGE_TABLES);
     let image = KernelImage::parse(elf, offered).map_err(|e| alloc::format!("{e}"))?;
     let ramdisk = ramdisk.map(|(s, e)| module_bytes(s, e)).unwrap_or(&[]);
 
     let free = FRAMES.lock().free_count();
-    let want = options.dom0_mem_kib.map(|k| k / 4).unwrap_or(DEFAULT_DOM0_MIB * 256);
+    let want = options
+        .dom0_mem_kib
+        .map(|k| k / 4)
+        .unwrap_or(DEFAULT_DOM0_MIB * 256);
     // Leave the hypervisor room to work (timers, tables, later domains' metadata).
     let nr_pages = want.min(free.saturating_sub(1024));
     let layout = domain_builder::plan(
@@ -106,15 +125,32 @@ pub fn build(kstart: u64, kend: u64, cmdline: &str, ramdisk: Option<(u64, u64)>,
     .map_err(|e| alloc::format!("{e}"))?;
 
     crate::xinfo!("*** Building a PV Dom0 ***\n");
-    crate::xinfo!(" Dom0 kernel: {} bytes, entry {:#x}, {} pages ({} MiB)\n", kernel.len(), boot.entry, nr_pages, nr_pages / 256);
-    crate::xinfo!(" Start info {:#x}, stack top {:#x}, {} page-table frames\n", boot.start_info_va, boot.stack_top, boot.page_tables.len());
+    crate::xinfo!(
+        " Dom0 kernel: {} bytes, entry {:#x}, {} pages ({} MiB)\n",
+        kernel.len(),
+        boot.entry,
+        nr_pages,
+        nr_pages / 256
+    );
+    crate::xinfo!(
+        " Start info {:#x}, stack top {:#x}, {} page-table frames\n",
+        boot.start_info_va,
+        boot.stack_top,
+        boot.page_tables.len()
+    );
 
     // Page-table frames get their type; then check and finish the tree as pinning does.
     {
         let mut frames = FRAMES.lock();
         for &(pfn, level) in &boot.page_tables {
             if let Some(&m) = p2m.get(pfn.raw() as usize) {
-                frames.set(m, FrameInfo { owner: id, kind: FrameUse::PageTable(level) });
+                frames.set(
+                    m,
+                    FrameInfo {
+                        owner: id,
+                        kind: FrameUse::PageTable(level),
+                    },
+                );
             }
         }
         validate_tree(&frames, id, boot.l4_mfn, 4)?;
@@ -124,7 +160,8 @@ pub fn build(kstart: u64, kend: u64, cmdline: &str, ramdisk: Option<(u64, u64)>,
         mm::write_entry(boot.l4_mfn, slot, mm::read_entry(mm::idle_l4(), slot));
     }
 
-    let mut evtchn = crate::evtchn::EventChannels::new(id, 1).map_err(|e| alloc::format!("event channels: {e:?}"))?;
+    let mut evtchn = crate::evtchn::EventChannels::new(id, 1)
+        .map_err(|e| alloc::format!("event channels: {e:?}"))?;
     evtchn.set_hardware_domain();
     let mut v = Vcpu::new(0, shared_info, boot.l4_mfn);
     v.regs.rip = boot.entry;
@@ -169,22 +206,33 @@ fn validate_tree(frames: &mm::Frames, dom: DomId, table: Mfn, level: u8) -> Resu
             continue;
         }
         let m = Mfn::new((e & pte::ADDR_MASK) >> 12);
-        let info = frames.info(m).ok_or_else(|| alloc::format!("L{level} entry {i} maps a frame that does not exist"))?;
+        let info = frames
+            .info(m)
+            .ok_or_else(|| alloc::format!("L{level} entry {i} maps a frame that does not exist"))?;
         if info.owner != dom {
-            return Err(alloc::format!("L{level} entry {i} maps frame {:#x} of another owner", m.raw()));
+            return Err(alloc::format!(
+                "L{level} entry {i} maps frame {:#x} of another owner",
+                m.raw()
+            ));
         }
         if level > 1 {
             if e & pte::PS != 0 {
                 return Err(alloc::format!("L{level} entry {i} is a superpage"));
             }
             if info.kind != FrameUse::PageTable(level - 1) {
-                return Err(alloc::format!("L{level} entry {i} does not reference an L{} table", level - 1));
+                return Err(alloc::format!(
+                    "L{level} entry {i} does not reference an L{} table",
+                    level - 1
+                ));
             }
             mm::write_entry(table, i, e | pte::U);
             validate_tree(frames, dom, m, level - 1)?;
         } else {
             if matches!(info.kind, FrameUse::PageTable(_)) && e & pte::RW != 0 {
-                return Err(alloc::format!("L1 entry {i} maps page-table frame {:#x} writable", m.raw()));
+                return Err(alloc::format!(
+                    "L1 entry {i} maps page-table frame {:#x} writable",
+                    m.raw()
+                ));
             }
             mm::write_entry(table, i, e | pte::U);
         }

@@ -150,7 +150,9 @@ impl Vcpu {
 
     /// `evtchn_upcall_pending`.
     pub fn upcall_pending(&self) -> bool {
-        self.vi_byte(layout::VI_UPCALL_PENDING).load(Ordering::SeqCst) != 0
+        self.vi_byte(layout::VI_UPCALL_PENDING)
+            .load(Ordering::SeqCst)
+            != 0
     }
 
     /// `evtchn_upcall_mask`.
@@ -160,12 +162,15 @@ impl Vcpu {
 
     /// Sets `evtchn_upcall_mask`.
     pub fn set_upcall_mask(&self, masked: bool) {
-        self.vi_byte(layout::VI_UPCALL_MASK).store(u8::from(masked), Ordering::SeqCst);
+        self.vi_byte(layout::VI_UPCALL_MASK)
+            .store(u8::from(masked), Ordering::SeqCst);
     }
 
     /// Sets `evtchn_upcall_pending` (returns the previous value).
     pub fn mark_upcall_pending(&self) -> bool {
-        self.vi_byte(layout::VI_UPCALL_PENDING).swap(1, Ordering::SeqCst) != 0
+        self.vi_byte(layout::VI_UPCALL_PENDING)
+            .swap(1, Ordering::SeqCst)
+            != 0
     }
 
     /// Stores the faulting address of a bounced #PF (`vcpu_info.arch.cr2`).
@@ -189,7 +194,7 @@ impl Vcpu {
             core::ptr::write_volatile(maddr_to_virt(base + 16) as *mut u64, sys);
             core::ptr::write_volatile(maddr_to_virt(base + 24) as *mut u32, scale.mul_frac);
             core::ptr::write_volatile(maddr_to_virt(base + 28) as *mut i8, scale.shift);
-            core::ptr::write_volatile(maddr_to_virt(base + 29) as *mut u8, 0);
+            core::ptr::write_volatile(maddr_to_virt(base + 29), 0);
         }
         ver.store(u64::from(odd.wrapping_add(1)), Ordering::SeqCst);
     }
@@ -230,7 +235,10 @@ impl SharedBits {
         let addr = self.shared_info + base + u64::from(port / 64) * 8;
         // SAFETY: shared_info is a hypervisor-owned frame mapped in the direct map for the
         // life of the domain; the word is inside it and 8-aligned.
-        Some((unsafe { &*(maddr_to_virt(addr) as *const AtomicU64) }, 1u64 << (port % 64)))
+        Some((
+            unsafe { &*(maddr_to_virt(addr) as *const AtomicU64) },
+            1u64 << (port % 64),
+        ))
     }
 }
 
@@ -330,7 +338,9 @@ impl Domain {
     pub fn after_raise(&mut self, port: u32, vcpu: u32, newly_pending: bool) {
         for v in self.vcpus.iter_mut() {
             match v.state {
-                RunState::Blocked if v.id == vcpu && v.upcall_pending() => v.state = RunState::Runnable,
+                RunState::Blocked if v.id == vcpu && v.upcall_pending() => {
+                    v.state = RunState::Runnable
+                }
                 RunState::Polling if newly_pending && v.poll_ports.contains(&port) => {
                     v.state = RunState::Runnable;
                     v.regs.rax = 0;
@@ -352,7 +362,10 @@ impl Domain {
             core::ptr::write_volatile(ver, v.wrapping_add(1) | 1);
             core::ptr::write_volatile(maddr_to_virt(base + layout::WC_SEC) as *mut u32, sec as u32);
             core::ptr::write_volatile(maddr_to_virt(base + layout::WC_NSEC) as *mut u32, nsec);
-            core::ptr::write_volatile(maddr_to_virt(base + layout::WC_SEC_HI) as *mut u32, (sec >> 32) as u32);
+            core::ptr::write_volatile(
+                maddr_to_virt(base + layout::WC_SEC_HI) as *mut u32,
+                (sec >> 32) as u32,
+            );
             core::ptr::write_volatile(ver, (v.wrapping_add(1) | 1).wrapping_add(1));
         }
     }

@@ -20,7 +20,7 @@ pub fn is_guest_range(va: u64, len: usize) -> bool {
         return false;
     };
     if len == 0 {
-        return va < HYPERVISOR_VIRT_START || va >= HYPERVISOR_VIRT_END;
+        return !(HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va);
     }
     // Lower canonical half, or the upper half above the hypervisor's slots.
     end <= 0x0000_8000_0000_0000 || (va >= HYPERVISOR_VIRT_END && end > va)
@@ -70,7 +70,10 @@ pub fn write<T: zerocopy::IntoBytes + zerocopy::Immutable>(va: u64, v: &T) -> Re
 
 /// If a #PF in the hypervisor hit the guest-copy instruction, resume at its fixup.
 pub fn fixup(f: &mut TrapFrame) -> bool {
-    let (insn, fix) = (&raw const guest_copy_insn as u64, &raw const guest_copy_fixup as u64);
+    let (insn, fix) = (
+        &raw const guest_copy_insn as u64,
+        &raw const guest_copy_fixup as u64,
+    );
     if f.rip == insn {
         f.rip = fix;
         true

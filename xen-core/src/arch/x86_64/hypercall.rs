@@ -60,7 +60,11 @@ pub fn dispatch(f: &mut TrapFrame) {
     let Some((di, vi)) = hv.current else {
         return;
     };
-    let mut ctx = Ctx { hv: &mut hv, di, vi };
+    let mut ctx = Ctx {
+        hv: &mut hv,
+        di,
+        vi,
+    };
     let number = f.rax;
     let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
     match call(&mut ctx, f, number, args) {
@@ -165,7 +169,7 @@ fn callback_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
     match cmd {
         cb::CALLBACKOP_REGISTER => {
             let r: cb::CallbackRegister = guestmem::read(arg)?;
-            let mask = r.flags & cb::CALLBACKF_MASK_EVENTS as u16 != 0;
+            let mask = r.flags & cb::CALLBACKF_MASK_EVENTS != 0;
             let v = ctx.vcpu();
             match r.kind {
                 cb::CALLBACKTYPE_EVENT => v.event_callback = r.address,
@@ -265,7 +269,8 @@ fn sched_op(ctx: &mut Ctx, f: &mut TrapFrame, cmd: u32, arg: u64) -> Outcome {
                             if target == ctx.domid() {
                                 shutdown(ctx, r.reason & 0xff);
                             } else {
-                                ctx.hv.domains[ti].shutdown = Some(Shutdown::Requested(r.reason & 0xff));
+                                ctx.hv.domains[ti].shutdown =
+                                    Some(Shutdown::Requested(r.reason & 0xff));
                                 trap::domain_shut_down(ctx.hv, ti);
                             }
                             Ok(0)
@@ -318,7 +323,11 @@ fn poll(ctx: &mut Ctx, arg: u64) -> HcResult {
     }
     let v = ctx.vcpu();
     v.poll_ports = ports;
-    v.poll_deadline = if p.timeout == 0 { None } else { Some(p.timeout) };
+    v.poll_deadline = if p.timeout == 0 {
+        None
+    } else {
+        Some(p.timeout)
+    };
     v.state = RunState::Polling;
     Ok(0)
 }
@@ -392,7 +401,11 @@ fn xen_version(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
         }
         ver::XENVER_GET_FEATURES => {
             let mut fi: ver::XenFeatureInfo = guestmem::read(arg)?;
-            fi.submap = if fi.submap_idx == 0 { supported_features(ctx.privileged()) } else { 0 };
+            fi.submap = if fi.submap_idx == 0 {
+                supported_features(ctx.privileged())
+            } else {
+                0
+            };
             guestmem::write(arg, &fi)?;
             Ok(0)
         }
@@ -481,7 +494,9 @@ fn set_segment_base(ctx: &mut Ctx, which: u32, base: u64) -> HcResult {
     let canonical = (base as i64) << 16 >> 16 == base as i64;
     let v = ctx.vcpu();
     match which {
-        xen::SEGBASE_FS | xen::SEGBASE_GS_USER | xen::SEGBASE_GS_KERNEL if !canonical => Err(Errno::EINVAL),
+        xen::SEGBASE_FS | xen::SEGBASE_GS_USER | xen::SEGBASE_GS_KERNEL if !canonical => {
+            Err(Errno::EINVAL)
+        }
         xen::SEGBASE_FS => {
             v.fs_base = base;
             // SAFETY: FS_BASE exists; the value is canonical.
@@ -572,7 +587,7 @@ fn vcpu_op(ctx: &mut Ctx, cmd: u32, vcpuid: u64, arg: u64) -> HcResult {
             if v.vcpu_info_registered {
                 return Err(Errno::EINVAL);
             }
-            if u64::from(r.offset) > 4096 - 64 || r.offset % 8 != 0 {
+            if u64::from(r.offset) > 4096 - 64 || !r.offset.is_multiple_of(8) {
                 return Err(Errno::EINVAL);
             }
             let mfn = Mfn::new(r.mfn);
@@ -608,9 +623,16 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
             let mut a: ec::EvtchnAllocUnbound = guestmem::read(arg)?;
             let dom = DomId::new(a.dom);
             if dom != DomId::SELF && dom != me {
-                return Err(if ctx.privileged() { Errno::ESRCH } else { Errno::EPERM });
+                return Err(if ctx.privileged() {
+                    Errno::ESRCH
+                } else {
+                    Errno::EPERM
+                });
             }
-            let port = ctx.dom().evtchn.alloc_unbound(DomId::new(a.remote_dom), me)?;
+            let port = ctx
+                .dom()
+                .evtchn
+                .alloc_unbound(DomId::new(a.remote_dom), me)?;
             a.port = port.raw();
             guestmem::write(arg, &a)?;
             Ok(0)
@@ -631,7 +653,8 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
                 let li = ctx.di;
                 let (l, r) = two_mut(&mut ctx.hv.domains, li, ri);
                 let bits = l.bits();
-                let (port, delivery) = evtchn::bind_interdomain(&mut l.evtchn, &bits, &mut r.evtchn, rport)?;
+                let (port, delivery) =
+                    evtchn::bind_interdomain(&mut l.evtchn, &bits, &mut r.evtchn, rport)?;
                 let np = delivery.outcome.newly_pending();
                 l.after_raise(delivery.port.raw(), delivery.vcpu.raw(), np);
                 port
@@ -679,7 +702,11 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
             };
             let d = &mut ctx.hv.domains[ti];
             let delivery = d.evtchn.notify(port, &d.bits());
-            d.after_raise(delivery.port.raw(), delivery.vcpu.raw(), delivery.outcome.newly_pending());
+            d.after_raise(
+                delivery.port.raw(),
+                delivery.vcpu.raw(),
+                delivery.outcome.newly_pending(),
+            );
             Ok(0)
         }
         ec::EVTCHNOP_STATUS => {
@@ -701,7 +728,9 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
         }
         ec::EVTCHNOP_BIND_VCPU => {
             let b: ec::EvtchnBindVcpu = guestmem::read(arg)?;
-            ctx.dom().evtchn.bind_vcpu(EvtchnPort::new(b.port), VcpuId::new(b.vcpu))?;
+            ctx.dom()
+                .evtchn
+                .bind_vcpu(EvtchnPort::new(b.port), VcpuId::new(b.vcpu))?;
             Ok(0)
         }
         ec::EVTCHNOP_UNMASK => {
@@ -717,7 +746,11 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
             let r: ec::EvtchnReset = guestmem::read(arg)?;
             let dom = DomId::new(r.dom);
             if dom != DomId::SELF && dom != me {
-                return Err(if ctx.privileged() { Errno::ESRCH } else { Errno::EPERM });
+                return Err(if ctx.privileged() {
+                    Errno::ESRCH
+                } else {
+                    Errno::EPERM
+                });
             }
             let mut peers = alloc::vec::Vec::new();
             let d = ctx.dom();
@@ -731,7 +764,9 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
             Ok(0)
         }
         // FIFO event channels are not offered: Linux falls back to 2-level.
-        ec::EVTCHNOP_INIT_CONTROL | ec::EVTCHNOP_EXPAND_ARRAY | ec::EVTCHNOP_SET_PRIORITY => Err(Errno::ENOSYS),
+        ec::EVTCHNOP_INIT_CONTROL | ec::EVTCHNOP_EXPAND_ARRAY | ec::EVTCHNOP_SET_PRIORITY => {
+            Err(Errno::ENOSYS)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -820,7 +855,9 @@ fn mmuext_op(ctx: &mut Ctx, ops: u64, count: u32, done_ptr: u64, foreign: u32) -
             }
         };
         let r = match op.cmd {
-            xen::MMUEXT_TLB_FLUSH_LOCAL | xen::MMUEXT_TLB_FLUSH_MULTI | xen::MMUEXT_TLB_FLUSH_ALL => {
+            xen::MMUEXT_TLB_FLUSH_LOCAL
+            | xen::MMUEXT_TLB_FLUSH_MULTI
+            | xen::MMUEXT_TLB_FLUSH_ALL => {
                 mm::flush_all();
                 Ok(())
             }
@@ -870,12 +907,20 @@ fn memory_op(ctx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
                 return Err(Errno::EPERM);
             };
             let d = &ctx.hv.domains[ti];
-            Ok(if cmd as u32 & 0x3f == m::XENMEM_CURRENT_RESERVATION { d.p2m.len() as i64 } else { d.max_pages as i64 })
+            Ok(if cmd as u32 & 0x3f == m::XENMEM_CURRENT_RESERVATION {
+                d.p2m.len() as i64
+            } else {
+                d.max_pages as i64
+            })
         }
         m::XENMEM_MAXIMUM_GPFN => Ok(ctx.dom().p2m.len() as i64 - 1),
         m::XENMEM_MACHPHYS_MAPPING => {
             let max = FRAMES.lock().max_mfn();
-            let words = [xen::MACH2PHYS_VIRT_START, xen::MACH2PHYS_VIRT_START + max * 8, max.saturating_sub(1)];
+            let words = [
+                xen::MACH2PHYS_VIRT_START,
+                xen::MACH2PHYS_VIRT_START + max * 8,
+                max.saturating_sub(1),
+            ];
             copy_to_guest(arg, words.as_bytes())?;
             Ok(0)
         }
@@ -897,9 +942,15 @@ fn sysctl(ctx: &mut Ctx, arg: u64) -> HcResult {
     }
     match s.cmd {
         sc::SYSCTL_READCONSOLE => {
-            let mut rc = sc::SysctlReadconsole::read_from_prefix(s.u.as_bytes()).map_err(|_| Errno::EINVAL)?.0;
+            let mut rc = sc::SysctlReadconsole::read_from_prefix(s.u.as_bytes())
+                .map_err(|_| Errno::EINVAL)?
+                .0;
             let c = super::console::CONSOLE.lock();
-            let from = if rc.incremental != 0 { u64::from(rc.index) } else { c.ring.start() };
+            let from = if rc.incremental != 0 {
+                u64::from(rc.index)
+            } else {
+                c.ring.start()
+            };
             let mut chunk = [0u8; 512];
             let want = (rc.count as usize).min(chunk.len());
             let (n, next) = c.ring.read(from, &mut chunk[..want]);
@@ -910,7 +961,8 @@ fn sysctl(ctx: &mut Ctx, arg: u64) -> HcResult {
             if rc.clear != 0 {
                 super::console::CONSOLE.lock().ring.clear();
             }
-            s.u.as_mut_bytes()[..core::mem::size_of::<sc::SysctlReadconsole>()].copy_from_slice(rc.as_bytes());
+            s.u.as_mut_bytes()[..core::mem::size_of::<sc::SysctlReadconsole>()]
+                .copy_from_slice(rc.as_bytes());
         }
         sc::SYSCTL_PHYSINFO => {
             let frames = FRAMES.lock();
@@ -924,7 +976,8 @@ fn sysctl(ctx: &mut Ctx, arg: u64) -> HcResult {
             p.free_pages = frames.free_count();
             p.max_mfn = frames.max_mfn().saturating_sub(1);
             drop(frames);
-            s.u.as_mut_bytes()[..core::mem::size_of::<sc::SysctlPhysinfo>()].copy_from_slice(p.as_bytes());
+            s.u.as_mut_bytes()[..core::mem::size_of::<sc::SysctlPhysinfo>()]
+                .copy_from_slice(p.as_bytes());
         }
         _ => return Err(Errno::ENOSYS),
     }

@@ -246,11 +246,19 @@ pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) {
                 } else {
                     0
                 };
-                early_write(l2, i, pa | pte::P | pte::RW | pte::A | pte::D | pte::PS | pte::G | cache);
+                early_write(
+                    l2,
+                    i,
+                    pa | pte::P | pte::RW | pte::A | pte::D | pte::PS | pte::G | cache,
+                );
             }
             early_write(l3, gi, (l2 << 12) | pte::P | pte::RW | pte::A);
         }
-        early_write(idle_l4().raw(), 262 + l3i, (l3 << 12) | pte::P | pte::RW | pte::A);
+        early_write(
+            idle_l4().raw(),
+            262 + l3i,
+            (l3 << 12) | pte::P | pte::RW | pte::A,
+        );
     }
     flush_all();
 
@@ -271,23 +279,39 @@ pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) {
     for (i, &m) in m2p.iter().enumerate() {
         let i = i as u64;
         let (l2i, l1i) = ((i >> 9) & 511, i & 511);
-        if i % (512 * 512) == 0 {
+        if i.is_multiple_of(512 * 512) {
             let t = alloc_table(&mut frames);
-            write_entry(l3, (i >> 18) as usize, (t.raw() << 12) | pte::P | pte::RW | pte::U | pte::A);
+            write_entry(
+                l3,
+                (i >> 18) as usize,
+                (t.raw() << 12) | pte::P | pte::RW | pte::U | pte::A,
+            );
             l2 = Some(t);
         }
         if l1i == 0 {
             let t = alloc_table(&mut frames);
             if let Some(l2) = l2 {
-                write_entry(l2, l2i as usize, (t.raw() << 12) | pte::P | pte::RW | pte::U | pte::A);
+                write_entry(
+                    l2,
+                    l2i as usize,
+                    (t.raw() << 12) | pte::P | pte::RW | pte::U | pte::A,
+                );
             }
             l1 = Some(t);
         }
         if let Some(l1) = l1 {
-            write_entry(l1, l1i as usize, (m << 12) | pte::P | pte::U | pte::A | pte::NX);
+            write_entry(
+                l1,
+                l1i as usize,
+                (m << 12) | pte::P | pte::U | pte::A | pte::NX,
+            );
         }
     }
-    write_entry(idle_l4(), 256, (l3.raw() << 12) | pte::P | pte::RW | pte::U | pte::A);
+    write_entry(
+        idle_l4(),
+        256,
+        (l3.raw() << 12) | pte::P | pte::RW | pte::U | pte::A,
+    );
     *M2P_FRAMES.lock() = m2p;
     drop(frames);
     flush_all();
@@ -303,7 +327,10 @@ fn early_table(frames: &mut Frames) -> u64 {
             kind: FrameUse::Xen,
         };
     }
-    assert!(m < (GIB >> 12), "direct-map table above the boot identity map");
+    assert!(
+        m < (GIB >> 12),
+        "direct-map table above the boot identity map"
+    );
     // SAFETY: below 1 GiB, identity-mapped by the boot tables; a fresh frame.
     unsafe { core::ptr::write_bytes((m << 12) as *mut u8, 0, 4096) };
     m

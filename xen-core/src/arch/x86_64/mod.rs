@@ -61,7 +61,11 @@ extern "C" fn xen_start(mbi: u64, magic: u64) -> ! {
     serial::init();
     // SAFETY: the heap area is a static used only by the allocator from here on.
     unsafe { HEAP.lock().init((&raw mut HEAP_AREA) as *mut u8, HEAP_SIZE) };
-    crate::xinfo!("Xen version {}.{}-rxen (rxen, a Rust hypervisor speaking Xen's pv64 ABI)\n", hypercall::XEN_MAJOR, hypercall::XEN_MINOR);
+    crate::xinfo!(
+        "Xen version {}.{}-rxen (rxen, a Rust hypervisor speaking Xen's pv64 ABI)\n",
+        hypercall::XEN_MAJOR,
+        hypercall::XEN_MINOR
+    );
     if magic != MULTIBOOT_BOOTLOADER_MAGIC {
         crate::xerr!("not started by a multiboot loader (magic {:#x})\n", magic);
         power::fatal();
@@ -90,7 +94,11 @@ extern "C" fn xen_start(mbi: u64, magic: u64) -> ! {
     mm::drop_identity_map();
     {
         let f = mm::FRAMES.lock();
-        crate::xinfo!("Memory: {} MiB total, {} MiB free\n", f.total / 256, f.free_count() / 256);
+        crate::xinfo!(
+            "Memory: {} MiB total, {} MiB free\n",
+            f.total / 256,
+            f.free_count() / 256
+        );
     }
     time::init();
 
@@ -105,7 +113,10 @@ extern "C" fn xen_start(mbi: u64, magic: u64) -> ! {
         crate::xerr!("Panic: dom0 could not be built\n");
         power::fatal();
     }
-    crate::xinfo!("Scrubbing done; starting dom0 (boot took {} ms)\n", time::now() / 1_000_000);
+    crate::xinfo!(
+        "Scrubbing done; starting dom0 (boot took {} ms)\n",
+        time::now() / 1_000_000
+    );
     enter_first_guest()
 }
 

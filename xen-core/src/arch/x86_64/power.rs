@@ -24,7 +24,7 @@ pub fn reboot() -> ! {
     unsafe {
         outb(0xcf9, 0x06); // PCI reset control: hard reset
         outb(0x64, 0xfe); // keyboard controller reset line
-        // Last resort: triple fault by loading an empty IDT and raising an exception.
+                          // Last resort: triple fault by loading an empty IDT and raising an exception.
         let null = [0u8; 10];
         core::arch::asm!("lidt [{}]", "int3", in(reg) &null);
     }

@@ -83,7 +83,10 @@ pub fn init() {
     TSC_HZ.store(hz, Ordering::Relaxed);
     TSC_AT_BOOT.store(t0, Ordering::Relaxed);
     let s = TimeScale::from_frequency(hz);
-    SCALE.store((u64::from(s.mul_frac) << 8) | u64::from(s.shift as u8), Ordering::Relaxed);
+    SCALE.store(
+        (u64::from(s.mul_frac) << 8) | u64::from(s.shift as u8),
+        Ordering::Relaxed,
+    );
 
     // Local APIC: software-enable, calibrate its timer against the TSC, then periodic.
     lapic_write(LAPIC_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));

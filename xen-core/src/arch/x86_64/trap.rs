@@ -61,7 +61,12 @@ fn hypervisor_trap(f: &mut TrapFrame) {
         2 => crate::xwarn!("NMI received\n"),
         _ => {
             crate::xerr!("----[ rxen hypervisor fault ]----\n");
-            crate::xerr!("vector {} error {:#x} cr2 {:#x}\n", f.vector, f.error_code, cpu::read_cr2());
+            crate::xerr!(
+                "vector {} error {:#x} cr2 {:#x}\n",
+                f.vector,
+                f.error_code,
+                cpu::read_cr2()
+            );
             dump_regs(f);
             crate::xerr!("Panic: hypervisor fault\n");
             super::power::fatal();
@@ -72,13 +77,48 @@ fn hypervisor_trap(f: &mut TrapFrame) {
 /// Prints a register frame, Xen-style.
 pub fn dump_regs(f: &TrapFrame) {
     crate::xerr!("RIP:    {:04x}:[<{:016x}>]\n", f.cs, f.rip);
-    crate::xerr!("RFLAGS: {:016x}   vector {:#x} error {:#x}\n", f.rflags, f.vector, f.error_code);
-    crate::xerr!("rax: {:016x}   rbx: {:016x}   rcx: {:016x}\n", f.rax, f.rbx, f.rcx);
-    crate::xerr!("rdx: {:016x}   rsi: {:016x}   rdi: {:016x}\n", f.rdx, f.rsi, f.rdi);
-    crate::xerr!("rbp: {:016x}   rsp: {:016x}   r8:  {:016x}\n", f.rbp, f.rsp, f.r8);
-    crate::xerr!("r9:  {:016x}   r10: {:016x}   r11: {:016x}\n", f.r9, f.r10, f.r11);
-    crate::xerr!("r12: {:016x}   r13: {:016x}   r14: {:016x}\n", f.r12, f.r13, f.r14);
-    crate::xerr!("r15: {:016x}   cr2: {:016x}   ss: {:04x}\n", f.r15, cpu::read_cr2(), f.ss);
+    crate::xerr!(
+        "RFLAGS: {:016x}   vector {:#x} error {:#x}\n",
+        f.rflags,
+        f.vector,
+        f.error_code
+    );
+    crate::xerr!(
+        "rax: {:016x}   rbx: {:016x}   rcx: {:016x}\n",
+        f.rax,
+        f.rbx,
+        f.rcx
+    );
+    crate::xerr!(
+        "rdx: {:016x}   rsi: {:016x}   rdi: {:016x}\n",
+        f.rdx,
+        f.rsi,
+        f.rdi
+    );
+    crate::xerr!(
+        "rbp: {:016x}   rsp: {:016x}   r8:  {:016x}\n",
+        f.rbp,
+        f.rsp,
+        f.r8
+    );
+    crate::xerr!(
+        "r9:  {:016x}   r10: {:016x}   r11: {:016x}\n",
+        f.r9,
+        f.r10,
+        f.r11
+    );
+    crate::xerr!(
+        "r12: {:016x}   r13: {:016x}   r14: {:016x}\n",
+        f.r12,
+        f.r13,
+        f.r14
+    );
+    crate::xerr!(
+        "r15: {:016x}   cr2: {:016x}   ss: {:04x}\n",
+        f.r15,
+        cpu::read_cr2(),
+        f.ss
+    );
 }
 
 /// The periodic tick: fire due guest timers, notice console input.
@@ -171,12 +211,23 @@ fn switch_to(hv: &mut Hypervisor, f: &mut TrapFrame, di: usize, vi: usize) {
     };
     *f = v.regs;
     v.set_runstate(xen_abi::vcpu::RUNSTATE_RUNNING, now);
-    let l4 = if v.in_kernel { v.kernel_l4 } else { v.user_l4.unwrap_or(v.kernel_l4) };
+    let l4 = if v.in_kernel {
+        v.kernel_l4
+    } else {
+        v.user_l4.unwrap_or(v.kernel_l4)
+    };
     // SAFETY: the vCPU's L4 was validated and has the hypervisor slots filled.
     unsafe {
         cpu::write_cr3(l4.raw() << 12);
         cpu::wrmsr(cpu::MSR_FS_BASE, v.fs_base);
-        cpu::wrmsr(cpu::MSR_GS_BASE, if v.in_kernel { v.gs_base_kernel } else { v.gs_base_user });
+        cpu::wrmsr(
+            cpu::MSR_GS_BASE,
+            if v.in_kernel {
+                v.gs_base_kernel
+            } else {
+                v.gs_base_user
+            },
+        );
     }
     cpu::set_cr0_ts(v.fpu_ts);
     v.update_time();
@@ -212,7 +263,11 @@ pub fn exit_to_guest(f: &mut TrapFrame) {
             let d = &hv.domains[di];
             d.shutdown.is_none() && d.vcpus[vi].state == RunState::Runnable
         });
-        let next = if cur_ok { hv.current } else { pick_runnable(&hv) };
+        let next = if cur_ok {
+            hv.current
+        } else {
+            pick_runnable(&hv)
+        };
         match next {
             Some((di, vi)) => {
                 switch_to(&mut hv, f, di, vi);
@@ -248,7 +303,13 @@ fn deliver_events(hv: &mut Hypervisor, f: &mut TrapFrame, di: usize, vi: usize) 
 
 /// Builds an exception/upcall frame on the guest's stack (ABI.md 1.11) and redirects the
 /// frame to `handler`. Fails if the guest stack cannot be written.
-pub fn bounce(v: &mut Vcpu, f: &mut TrapFrame, handler: u64, error: Option<u64>, mask_events: bool) -> Result<(), ()> {
+pub fn bounce(
+    v: &mut Vcpu,
+    f: &mut TrapFrame,
+    handler: u64,
+    error: Option<u64>,
+    mask_events: bool,
+) -> Result<(), xen_abi::Errno> {
     let from_user = !v.in_kernel;
     if from_user {
         switch_mode(v, true);
@@ -272,9 +333,9 @@ pub fn bounce(v: &mut Vcpu, f: &mut TrapFrame, handler: u64, error: Option<u64>,
     words.push(f.rsp);
     words.push(f.ss);
     let len = (words.len() * 8) as u64;
-    let new_sp = sp.checked_sub(len).ok_or(())?;
+    let new_sp = sp.checked_sub(len).ok_or(xen_abi::Errno::EFAULT)?;
     let bytes: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    guestmem::copy_to_guest(new_sp, &bytes).map_err(|_| ())?;
+    guestmem::copy_to_guest(new_sp, &bytes)?;
     if mask_events {
         v.set_upcall_mask(true);
     }
@@ -282,7 +343,10 @@ pub fn bounce(v: &mut Vcpu, f: &mut TrapFrame, handler: u64, error: Option<u64>,
     f.rsp = new_sp;
     f.cs = u64::from(FLAT_KERNEL_CS);
     f.ss = u64::from(FLAT_KERNEL_SS);
-    f.rflags = (f.rflags & !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_AC | RFLAGS_VM | RFLAGS_IOPL)) | RFLAGS_IF | 2;
+    f.rflags = (f.rflags
+        & !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_AC | RFLAGS_VM | RFLAGS_IOPL))
+        | RFLAGS_IF
+        | 2;
     Ok(())
 }
 
@@ -300,9 +364,20 @@ pub fn switch_mode(v: &mut Vcpu, to_kernel: bool) {
             v.gs_base_user = gs;
         }
         v.in_kernel = to_kernel;
-        let l4 = if to_kernel { v.kernel_l4 } else { v.user_l4.unwrap_or(v.kernel_l4) };
+        let l4 = if to_kernel {
+            v.kernel_l4
+        } else {
+            v.user_l4.unwrap_or(v.kernel_l4)
+        };
         cpu::write_cr3(l4.raw() << 12);
-        cpu::wrmsr(cpu::MSR_GS_BASE, if to_kernel { v.gs_base_kernel } else { v.gs_base_user });
+        cpu::wrmsr(
+            cpu::MSR_GS_BASE,
+            if to_kernel {
+                v.gs_base_kernel
+            } else {
+                v.gs_base_user
+            },
+        );
     }
 }
 
@@ -313,7 +388,11 @@ fn guest_exception(f: &mut TrapFrame) {
         return;
     };
     let vector = f.vector;
-    let mut error = if has_error_code(vector) { Some(f.error_code) } else { None };
+    let mut error = if has_error_code(vector) {
+        Some(f.error_code)
+    } else {
+        None
+    };
     // Xen's forced emulation prefix (ud2; .ascii "xen") before cpuid.
     if vector == 6 && emulate_forced_cpuid(f) {
         return;
@@ -324,7 +403,11 @@ fn guest_exception(f: &mut TrapFrame) {
         let v = &hv.domains[di].vcpus[vi];
         let entry = v.traps[n];
         let mut insn = [0u8; 2];
-        if entry.address != 0 && entry.flags & 3 == 3 && guestmem::copy_from_guest(f.rip, &mut insn).is_ok() && insn == [0xcd, n as u8] {
+        if entry.address != 0
+            && entry.flags & 3 == 3
+            && guestmem::copy_from_guest(f.rip, &mut insn).is_ok()
+            && insn == [0xcd, n as u8]
+        {
             f.rip += 2;
             let v = &mut hv.domains[di].vcpus[vi];
             if bounce(v, f, entry.address, None, entry.flags & 4 != 0).is_err() {
@@ -341,12 +424,22 @@ fn guest_exception(f: &mut TrapFrame) {
     }
     let entry = v.traps.get(vector as usize).copied().unwrap_or_default();
     if entry.address == 0 {
-        let why = alloc::format!("unhandled exception {} (error {:#x}, cr2 {:#x})", vector, f.error_code, cpu::read_cr2());
+        let why = alloc::format!(
+            "unhandled exception {} (error {:#x}, cr2 {:#x})",
+            vector,
+            f.error_code,
+            cpu::read_cr2()
+        );
         crash_domain(&mut hv, di, &why, f);
         return;
     }
     if bounce(v, f, entry.address, error, entry.flags & 4 != 0).is_err() {
-        crash_domain(&mut hv, di, "exception frame could not be written to the guest stack", f);
+        crash_domain(
+            &mut hv,
+            di,
+            "exception frame could not be written to the guest stack",
+            f,
+        );
     }
 }
 
@@ -377,7 +470,12 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
         let w = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
         return match leaf - base {
             0 => [base + 2, w(0), w(4), w(8)],
-            1 => [(super::hypercall::XEN_MAJOR << 16) | super::hypercall::XEN_MINOR, 0, 0, 0],
+            1 => [
+                (super::hypercall::XEN_MAJOR << 16) | super::hypercall::XEN_MINOR,
+                0,
+                0,
+                0,
+            ],
             // One hypercall page; no MSR to request it (PV guests get it from the builder).
             2 => [1, 0, 0, 0],
             _ => [0; 4],
@@ -388,7 +486,8 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
         1 => {
             // Hide MONITOR(3), VMX(5), x2APIC(21), TSC-deadline(24), XSAVE(26), OSXSAVE(27),
             // AVX(28), hypervisor-unfriendly bits; set the hypervisor bit (31).
-            r[2] &= !((1 << 3) | (1 << 5) | (1 << 21) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            r[2] &=
+                !((1 << 3) | (1 << 5) | (1 << 21) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
             r[2] |= 1 << 31;
             // Hide PSE(3), PGE(13), MTRR(12), MCE/MCA(7,14), APIC(9) as Xen does for PV.
             r[3] &= !((1 << 3) | (1 << 13) | (1 << 12) | (1 << 7) | (1 << 14) | (1 << 9));
@@ -457,7 +556,8 @@ extern "C" fn syscall_dispatch(f: &mut TrapFrame) {
     debug_assert_eq!(f.vector, VECTOR_SYSCALL);
     let in_kernel = {
         let hv = HV.lock();
-        hv.current.is_some_and(|(di, vi)| hv.domains[di].vcpus[vi].in_kernel)
+        hv.current
+            .is_some_and(|(di, vi)| hv.domains[di].vcpus[vi].in_kernel)
     };
     if in_kernel {
         super::hypercall::dispatch(f);
@@ -483,12 +583,22 @@ fn user_syscall(f: &mut TrapFrame) {
         f.rip -= 2;
         let ud = v.traps[6];
         if ud.address == 0 || bounce(v, f, ud.address, None, ud.flags & 4 != 0).is_err() {
-            crash_domain(&mut hv, di, "user syscall with no syscall callback and no #UD handler", f);
+            crash_domain(
+                &mut hv,
+                di,
+                "user syscall with no syscall callback and no #UD handler",
+                f,
+            );
         }
         return;
     }
     let mask = v.syscall_masks_events;
     if bounce(v, f, cb, None, mask).is_err() {
-        crash_domain(&mut hv, di, "syscall frame could not be written to the kernel stack", f);
+        crash_domain(
+            &mut hv,
+            di,
+            "syscall frame could not be written to the kernel stack",
+            f,
+        );
     }
 }
