@@ -155,6 +155,9 @@ fn set_trap_table(ctx: &mut Ctx, table: u64) -> HcResult {
         if e.address == 0 {
             return Ok(0);
         }
+        if !is_canonical(e.address) {
+            return Err(Errno::EINVAL);
+        }
         let v = ctx.vcpu();
         v.traps[usize::from(e.vector)] = super::domain::TrapEntry {
             address: e.address,
@@ -169,6 +172,9 @@ fn callback_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
     match cmd {
         cb::CALLBACKOP_REGISTER => {
             let r: cb::CallbackRegister = guestmem::read(arg)?;
+            if !is_canonical(r.address) {
+                return Err(Errno::EINVAL);
+            }
             let mask = r.flags & cb::CALLBACKF_MASK_EVENTS != 0;
             let v = ctx.vcpu();
             match r.kind {
@@ -180,7 +186,7 @@ fn callback_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
                 }
                 // 32-bit compat entries and NMI are accepted; rxen runs no 32-bit user code.
                 cb::CALLBACKTYPE_SYSCALL32 | cb::CALLBACKTYPE_SYSENTER | cb::CALLBACKTYPE_NMI => {}
-                _ => return Err(Errno::EINVAL),
+                _ => return Err(Errno::ENOSYS),
             }
             Ok(0)
         }
@@ -401,14 +407,15 @@ fn xen_version(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
         }
         ver::XENVER_GET_FEATURES => {
             let mut fi: ver::XenFeatureInfo = guestmem::read(arg)?;
-            fi.submap = if fi.submap_idx == 0 {
-                supported_features(ctx.privileged())
-            } else {
-                0
-            };
+            if fi.submap_idx >= xen_abi::features::XENFEAT_NR_SUBMAPS {
+                return Err(Errno::EINVAL);
+            }
+            fi.submap = supported_features(ctx.privileged());
             guestmem::write(arg, &fi)?;
             Ok(0)
         }
+        // Xen insists on a NULL argument here.
+        ver::XENVER_PAGESIZE if arg != 0 => Err(Errno::EINVAL),
         ver::XENVER_PAGESIZE => Ok(4096),
         ver::XENVER_GUEST_HANDLE => {
             copy_to_guest(arg, &[0u8; 16])?;
@@ -422,6 +429,10 @@ fn xen_version(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+fn is_canonical(va: u64) -> bool {
+    ((va as i64) << 16 >> 16) as u64 == va
 }
 
 fn fill(dst: &mut [u8], s: &[u8]) {
@@ -491,7 +502,7 @@ fn vm_assist(ctx: &mut Ctx, cmd: u32, kind: u64) -> HcResult {
 }
 
 fn set_segment_base(ctx: &mut Ctx, which: u32, base: u64) -> HcResult {
-    let canonical = (base as i64) << 16 >> 16 == base as i64;
+    let canonical = is_canonical(base);
     let v = ctx.vcpu();
     match which {
         xen::SEGBASE_FS | xen::SEGBASE_GS_USER | xen::SEGBASE_GS_KERNEL if !canonical => {
@@ -585,7 +596,7 @@ fn vcpu_op(ctx: &mut Ctx, cmd: u32, vcpuid: u64, arg: u64) -> HcResult {
         vo::VCPUOP_REGISTER_VCPU_INFO => {
             let r: vo::VcpuRegisterVcpuInfo = guestmem::read(arg)?;
             if v.vcpu_info_registered {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EBUSY);
             }
             if u64::from(r.offset) > 4096 - 64 || !r.offset.is_multiple_of(8) {
                 return Err(Errno::EINVAL);
