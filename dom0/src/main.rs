@@ -1,5 +1,151 @@
-//! rxen's control domain (placeholder, being written).
+//! rxen's control domain: a Rust Xen PV kernel that boots from start_info, installs its trap
+//! table and event callbacks, keeps a VIRQ_TIMER tick, and runs a line-editing shell on the
+//! hypervisor console (input announced by VIRQ_CONSOLE, read with CONSOLEIO_read).
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![deny(unsafe_code)]
 
 #[cfg(not(target_os = "none"))]
 fn main() {}
+
+#[cfg(target_os = "none")]
+mod kernel {
+    use core::fmt;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use dom0::{run_command, Host, HostError, Outcome, PhysInfo, PROMPT, VERSION};
+    use pv_guest::lineedit::{Event, LineEditor};
+    use pv_guest::xen_abi::xen::{SIF_INITDOMAIN, SIF_PRIVILEGED, VIRQ_CONSOLE, VIRQ_TIMER};
+    use pv_guest::{console, events, hypercall, println, sched, time, traps, StartInfo};
+
+    pv_guest::xen_elfnotes!(guest_os: "rxen-dom0", guest_version: "0.1.0");
+    pv_guest::kernel_main!(main);
+
+    /// Timer ticks (VIRQ_TIMER, periodic).
+    static TICKS: AtomicU64 = AtomicU64::new(0);
+    /// VIRQ_CONSOLE notifications.
+    static CONSOLE_IRQS: AtomicU64 = AtomicU64::new(0);
+
+    const TICK_NS: u64 = 1_000_000_000;
+
+    fn on_tick(_port: u32) {
+        TICKS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_console(_port: u32) {
+        // The main loop reads the input; the event only wakes it from SCHEDOP_block.
+        CONSOLE_IRQS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    struct Kernel {
+        si: &'static StartInfo,
+    }
+
+    impl fmt::Write for Kernel {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            console::write_bytes(s.as_bytes());
+            Ok(())
+        }
+    }
+
+    fn err(e: hypercall::Error) -> HostError {
+        HostError(e.raw())
+    }
+
+    impl Host for Kernel {
+        fn write_bytes(&mut self, b: &[u8]) {
+            console::write_bytes(b);
+        }
+        fn xen_version(&mut self) -> Result<(u16, u16), HostError> {
+            hypercall::xen_version().map_err(err)
+        }
+        fn xen_extraversion(&mut self) -> Result<[u8; 16], HostError> {
+            hypercall::xen_extraversion().map_err(err)
+        }
+        fn xen_capabilities(&mut self) -> Result<[u8; 1024], HostError> {
+            hypercall::xen_capabilities().map_err(err)
+        }
+        fn physinfo(&mut self) -> Result<PhysInfo, HostError> {
+            let p = hypercall::sysctl_physinfo().map_err(err)?;
+            Ok(PhysInfo {
+                nr_cpus: p.nr_cpus,
+                cpu_khz: p.cpu_khz,
+                total_pages: p.total_pages,
+                free_pages: p.free_pages,
+            })
+        }
+        fn dom0_pages(&self) -> u64 {
+            self.si.nr_pages
+        }
+        fn uptime_ns(&mut self) -> u64 {
+            time::now_ns()
+        }
+        fn read_console(&mut self, index: u32, buf: &mut [u8]) -> Result<(usize, u32), HostError> {
+            hypercall::sysctl_readconsole(index, buf).map_err(err)
+        }
+    }
+
+    fn must<T>(what: &str, r: hypercall::Result<T>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => {
+                println!("dom0: {what} failed: {e}");
+                sched::crash()
+            }
+        }
+    }
+
+    fn main(si: &'static StartInfo) -> ! {
+        println!("rxen-dom0 {VERSION}: Xen PV control domain");
+        println!(
+            "dom0: start_info flags {:#x} nr_pages {} cmdline \"{}\"",
+            si.flags,
+            si.nr_pages,
+            pv_guest::start::cmdline(si)
+        );
+        if si.flags & (SIF_PRIVILEGED | SIF_INITDOMAIN) != (SIF_PRIVILEGED | SIF_INITDOMAIN) {
+            println!("dom0: warning: not started as the privileged initial domain");
+        }
+        must("set_trap_table", traps::install());
+        must("callback registration", events::init());
+        must("bind VIRQ_TIMER", events::bind_virq(VIRQ_TIMER, 0, on_tick));
+        if let Err(e) = time::set_periodic(TICK_NS) {
+            println!("dom0: periodic timer unavailable ({e}); uptime from system time only");
+        }
+        must(
+            "bind VIRQ_CONSOLE",
+            events::bind_virq(VIRQ_CONSOLE, 0, on_console),
+        );
+        events::enable();
+        println!("dom0: ready, type 'help' for commands");
+        shell(si)
+    }
+
+    fn shell(si: &'static StartInfo) -> ! {
+        let mut k = Kernel { si };
+        let mut editor = LineEditor::<256>::new();
+        let mut input = [0u8; 64];
+        console::write_bytes(PROMPT.as_bytes());
+        loop {
+            // Check for input with events disabled, then block: SCHEDOP_block re-enables
+            // events atomically, so VIRQ_CONSOLE arriving in between still wakes us.
+            events::disable();
+            let n = console::read(&mut input);
+            if n == 0 {
+                sched::block();
+                continue;
+            }
+            events::enable();
+            for &b in &input[..n] {
+                let outcome = match editor.feed(b, &mut |e: &[u8]| console::write_bytes(e)) {
+                    Event::Line(line) => run_command(line, &mut k),
+                    Event::None => continue,
+                };
+                match outcome {
+                    Outcome::Continue => console::write_bytes(PROMPT.as_bytes()),
+                    Outcome::PowerOff => sched::poweroff(),
+                    Outcome::Reboot => sched::reboot(),
+                }
+            }
+        }
+    }
+}
