@@ -72,27 +72,19 @@ pub fn log(level: LogLevel, args: fmt::Arguments) {
     let _ = w.write_fmt(args);
 }
 
-/// Writes a guest's console output (`CONSOLEIO_write`) as is, without the prefix.
+/// Writes a guest's console output (`CONSOLEIO_write`) to the serial line as is. It is
+/// not kept in the log ring: `dmesg` shows the hypervisor's own messages, and dom0's
+/// shell output (prompts included) would otherwise come back in every `dmesg`.
 pub fn guest_write(bytes: &[u8]) {
     let mut c = CONSOLE.lock();
-    let w = Writer {
-        c: &mut c,
-        prefix: "",
-        to_serial: true,
-    };
     for &b in bytes {
-        // Keep the console readable: drop other control bytes, keep what a terminal needs.
-        if b == b'\n'
-            || b == b'\r'
-            || b == b'\t'
-            || b == 0x08
-            || b == 0x1b
-            || b == 0x07
-            || (0x20..0x7f).contains(&b)
-            || b >= 0x80
-        {
-            w.c.at_line_start = b == b'\n';
-            w.c.ring.push(&[b]);
+        // Keep the console readable: drop control bytes a terminal does not need.
+        let printable = matches!(b, b'\n' | b'\r' | b'\t' | 0x08 | 0x1b | 0x07) || b >= 0x20;
+        if printable && b != 0x7f {
+            c.at_line_start = b == b'\n';
+            if b == b'\n' {
+                super::serial::put_byte(b'\r');
+            }
             super::serial::put_byte(b);
         }
     }
@@ -102,8 +94,12 @@ pub fn guest_write(bytes: &[u8]) {
 pub fn poll_input() -> bool {
     let mut got = false;
     let mut c = CONSOLE.lock();
-    while let Some(b) = super::serial::try_get_byte() {
-        let _ = c.input.try_push(b);
+    // Leave bytes in the UART (and QEMU's backend) while dom0 has not read the buffer.
+    while !c.input.is_full() {
+        let Some(b) = super::serial::try_get_byte() else {
+            break;
+        };
+        c.input.push(b);
         got = true;
     }
     got

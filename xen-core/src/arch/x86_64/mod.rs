@@ -58,9 +58,10 @@ const MULTIBOOT_BOOTLOADER_MAGIC: u64 = 0x2bad_b002;
 /// Rust entry from boot.S: `mbi` is the physical address of the multiboot information.
 #[unsafe(no_mangle)]
 extern "C" fn xen_start(mbi: u64, magic: u64) -> ! {
-    serial::init();
+    let early_input = serial::init();
     // SAFETY: the heap area is a static used only by the allocator from here on.
     unsafe { HEAP.lock().init((&raw mut HEAP_AREA) as *mut u8, HEAP_SIZE) };
+    console::CONSOLE.lock().input.extend(early_input);
     crate::xinfo!(
         "Xen version {}.{}-rxen (rxen, a Rust hypervisor speaking Xen's pv64 ABI)\n",
         hypercall::XEN_MAJOR,

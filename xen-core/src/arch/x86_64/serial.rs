@@ -6,8 +6,15 @@ const COM1: u16 = 0x3f8;
 const LSR_DATA_READY: u8 = 1 << 0;
 const LSR_THR_EMPTY: u8 = 1 << 5;
 
-/// Programs COM1 for 115200 8N1 with FIFOs, polled (no interrupts).
-pub fn init() {
+/// Programs COM1 for 115200 8N1, polled (no interrupts). Returns the bytes that were
+/// already waiting, so that input typed before boot (a script piped into QEMU) is kept.
+pub fn init() -> arrayvec::ArrayVec<u8, 16> {
+    let mut early = arrayvec::ArrayVec::new();
+    while let Some(b) = try_get_byte() {
+        if early.try_push(b).is_err() {
+            break;
+        }
+    }
     // SAFETY: COM1 belongs to the hypervisor; these writes only configure the UART.
     unsafe {
         outb(COM1 + 1, 0x00); // no interrupts
@@ -15,9 +22,11 @@ pub fn init() {
         outb(COM1, 0x01); // divisor 1 = 115200
         outb(COM1 + 1, 0x00);
         outb(COM1 + 3, 0x03); // 8N1
-        outb(COM1 + 2, 0xC7); // FIFO on, cleared, 14-byte threshold
+                              // The FIFO control register is left alone: toggling FIFO mode clears the
+                              // receiver, which would drop input typed before or during boot.
         outb(COM1 + 4, 0x03); // DTR, RTS
     }
+    early
 }
 
 /// Sends one byte, waiting for the transmitter.
