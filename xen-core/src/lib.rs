@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod evtchn;
+pub mod guest_addr;
 pub mod log;
 pub mod time;
 

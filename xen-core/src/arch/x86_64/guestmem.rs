@@ -5,7 +5,6 @@
 //! hypervisor fault. CR0.WP is set, so read-only guest mappings stay read-only here.
 
 use super::frame::TrapFrame;
-use xen_abi::xen::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use xen_abi::Errno;
 
 unsafe extern "C" {
@@ -14,17 +13,7 @@ unsafe extern "C" {
     static guest_copy_fixup: u8;
 }
 
-/// True if `[va, va + len)` lies entirely in guest-owned virtual address space.
-pub fn is_guest_range(va: u64, len: usize) -> bool {
-    let Some(end) = va.checked_add(len as u64) else {
-        return false;
-    };
-    if len == 0 {
-        return !(HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va);
-    }
-    // Lower canonical half, or the upper half above the hypervisor's slots.
-    end <= 0x0000_8000_0000_0000 || (va >= HYPERVISOR_VIRT_END && end > va)
-}
+pub use crate::guest_addr::is_guest_range;
 
 /// Copies from the current guest's memory.
 pub fn copy_from_guest(va: u64, out: &mut [u8]) -> Result<(), Errno> {

@@ -9,6 +9,7 @@ use super::guestmem::{self, copy_from_guest, copy_to_guest};
 use super::mm::{self, pte, FrameUse, FRAMES};
 use super::{cpu, time, trap};
 use crate::evtchn::{self, CloseEffect, SendTarget};
+use crate::guest_addr::is_canonical;
 use xen_abi::event_channel as ec;
 use xen_abi::hypercall as nr;
 use xen_abi::{xen, DomId, Errno, EvtchnPort, Mfn, VcpuId};
@@ -429,10 +430,6 @@ fn xen_version(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
         }
         _ => Err(Errno::ENOSYS),
     }
-}
-
-fn is_canonical(va: u64) -> bool {
-    ((va as i64) << 16 >> 16) as u64 == va
 }
 
 fn fill(dst: &mut [u8], s: &[u8]) {
