@@ -10,6 +10,25 @@
  * interrupts disabled; it enables them only in its idle loop.
  */
 
+/* Pushes the general registers in cpu_user_regs order (rdi highest, r15 lowest). */
+.macro SAVE_GPRS
+    push %rdi
+    push %rsi
+    push %rdx
+    push %rcx
+    push %rax
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+.endm
+
 .section .text
 .balign 16
 .global trap_stubs
@@ -37,26 +56,9 @@ trap_stubs:
     .set vec, vec + 1
 .endr
 
-/* With an error code the stub pushed only the vector, above it; swap them so the
- * frame has the vector below the error code in both cases. */
+/* Stack: vector below the error code (pushed by the CPU, or a 0 from the stub). */
 trap_common:
-    /* stack: vector, [error or 0]. For the error-code vectors the stub pushed the
-     * vector after the CPU pushed the error code: same order as the no-error case. */
-    push %rdi
-    push %rsi
-    push %rdx
-    push %rcx
-    push %rax
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    SAVE_GPRS
     cld
     mov %rsp, %rdi
     call trap_dispatch
@@ -75,21 +77,7 @@ syscall_entry:
     push %rcx                          /* rip */
     pushq $0                           /* error code */
     pushq $0x100                       /* vector: syscall */
-    push %rdi
-    push %rsi
-    push %rdx
-    push %rcx
-    push %rax
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    SAVE_GPRS
     cld
     mov %rsp, %rdi
     call syscall_dispatch
@@ -128,8 +116,6 @@ guest_copy_insn:
 guest_copy_fixup:
     mov %rcx, %rax
     ret
-
-/* bool guest_cmpxchg_u8... not needed yet. */
 
 .section .bss
 .balign 16
