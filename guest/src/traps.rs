@@ -6,7 +6,10 @@ use spin::Mutex;
 use xen_abi::xen::{TrapInfo, FLAT_KERNEL_CS};
 use zerocopy::FromZeros;
 
-use crate::arch::{self, hypercall, TrapFrame, NR_EXCEPTION_VECTORS, UPCALL_VECTOR};
+use crate::arch::{
+    self, hypercall, TrapFrame, NR_EXCEPTION_VECTORS, SOFT_INT_VECTORS, SYSCALL_VECTOR,
+    UPCALL_VECTOR,
+};
 
 /// A per-vector hook. Return true if the exception was handled (the frame, possibly
 /// modified, is resumed), false to fall through to the default (crash).
@@ -14,6 +17,21 @@ pub type Hook = fn(&mut TrapFrame) -> bool;
 
 static HOOKS: Mutex<[Option<Hook>; NR_EXCEPTION_VECTORS]> =
     Mutex::new([None; NR_EXCEPTION_VECTORS]);
+
+/// Hooks of the extra entry points: the software-interrupt vectors ([`SOFT_INT_VECTORS`],
+/// same order) and then the syscall callback.
+const NR_EXTRA_HOOKS: usize = SOFT_INT_VECTORS.len() + 1;
+static EXTRA_HOOKS: Mutex<[Option<Hook>; NR_EXTRA_HOOKS]> = Mutex::new([None; NR_EXTRA_HOOKS]);
+
+/// Slot in [`EXTRA_HOOKS`] of a frame's vector number.
+fn extra_slot(vector: u64) -> Option<usize> {
+    if vector == SYSCALL_VECTOR {
+        return Some(SOFT_INT_VECTORS.len());
+    }
+    SOFT_INT_VECTORS
+        .iter()
+        .position(|&v| u64::from(v) == vector)
+}
 
 /// Mnemonic of an exception vector.
 pub fn vector_name(v: u64) -> &'static str {
@@ -58,17 +76,58 @@ pub fn set_hook(vector: u8, hook: Option<Hook>) -> bool {
     }
 }
 
+/// Set (or clear) the hook of a software-interrupt vector with an entry stub (one of
+/// [`SOFT_INT_VECTORS`]; the frame's vector is that number). Returns false for others.
+pub fn set_soft_int_hook(vector: u8, hook: Option<Hook>) -> bool {
+    match extra_slot(u64::from(vector)) {
+        Some(i) if u64::from(vector) != SYSCALL_VECTOR => {
+            EXTRA_HOOKS.lock()[i] = hook;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Set (or clear) the hook of the syscall callback (a guest-user `syscall`; the frame's
+/// vector is [`SYSCALL_VECTOR`], RIP/RSP/RFLAGS the user's, CS/SS the flat user selectors).
+pub fn set_syscall_hook(hook: Option<Hook>) {
+    EXTRA_HOOKS.lock()[SOFT_INT_VECTORS.len()] = hook;
+}
+
+/// The trap-table entry routing `int $vector` to its stub: flags = `dpl & 3` | 4 (mask
+/// events). None for vectors without a stub.
+pub fn soft_int_trap_info(vector: u8, dpl: u8) -> Option<TrapInfo> {
+    let address = arch::user::soft_int_entry_va(vector)?;
+    let mut e = TrapInfo::new_zeroed();
+    e.vector = vector;
+    e.flags = (dpl & 3) | 4;
+    e.cs = FLAT_KERNEL_CS;
+    e.address = address;
+    Some(e)
+}
+
+/// Register `vector` (one of [`SOFT_INT_VECTORS`]) with DPL `dpl` in the virtual IDT with
+/// `set_trap_table` (only that entry changes). -EINVAL locally for vectors without a stub.
+pub fn install_soft_int(vector: u8, dpl: u8) -> hypercall::Result<u64> {
+    let e =
+        soft_int_trap_info(vector, dpl).ok_or(hypercall::Error::local(xen_abi::Errno::EINVAL))?;
+    hypercall::set_trap_table(&[e, TrapInfo::new_zeroed()])
+}
+
 /// Entry from the assembly stubs.
 pub(crate) fn dispatch(frame: &mut TrapFrame) {
     if frame.vector == UPCALL_VECTOR {
         crate::events::upcall(frame);
     } else {
         // try_lock: a fault while a hook is being registered falls through to the default.
-        let hook = HOOKS.try_lock().and_then(|h| {
-            usize::try_from(frame.vector)
-                .ok()
-                .and_then(|v| h.get(v).copied().flatten())
-        });
+        let hook = match extra_slot(frame.vector) {
+            Some(i) => EXTRA_HOOKS.try_lock().and_then(|h| h[i]),
+            None => HOOKS.try_lock().and_then(|h| {
+                usize::try_from(frame.vector)
+                    .ok()
+                    .and_then(|v| h.get(v).copied().flatten())
+            }),
+        };
         let handled = hook.is_some_and(|h| h(frame));
         if !handled {
             fatal(frame);
@@ -135,6 +194,17 @@ mod tests {
         assert_eq!(t[3].flags, 7);
         assert_eq!(t[13].address, stubs[13]);
         assert_eq!(t[NR_EXCEPTION_VECTORS].address, 0);
+    }
+
+    #[test]
+    fn extra_slots() {
+        assert_eq!(extra_slot(0x80), Some(0));
+        assert_eq!(extra_slot(0x81), Some(1));
+        assert_eq!(extra_slot(SYSCALL_VECTOR), Some(2));
+        assert_eq!(extra_slot(13), None);
+        assert_eq!(extra_slot(UPCALL_VECTOR), None);
+        assert!(!set_soft_int_hook(0x82, None));
+        assert!(set_soft_int_hook(0x80, None));
     }
 
     #[test]

@@ -54,6 +54,16 @@ fn events() -> Result<()> {
     expect_success("events")
 }
 
+#[test]
+fn cpu() -> Result<()> {
+    expect_success("cpu")
+}
+
+#[test]
+fn userspace() -> Result<()> {
+    expect_success("userspace")
+}
+
 /// The start of a crash: the report and the guest's registers.
 fn expect_crash_report(m: &mut Machine) -> Result<()> {
     m.expect(XEN_DOM0_CRASHED, RUN)?;

@@ -139,3 +139,96 @@ pub fn probe_page_fault_write(addr: u64) -> Option<FaultSite> {
     }
     Some(FaultSite { rip: site, len: 3 })
 }
+
+/// `cpuid` through Xen's forced-emulation prefix (`ud2; .ascii "xen"; cpuid`, ABI.md §3.4):
+/// the hypervisor recognises the 7 bytes at the #UD, writes EAX-EDX for its guest CPUID
+/// policy and resumes after them. Returns `[eax, ebx, ecx, edx]`.
+///
+/// A hypervisor that does not emulate it bounces #UD to the kernel's handler (or crashes the
+/// domain if there is none); a handler that skips the 7 bytes makes this return the leaf and
+/// subleaf in EAX/ECX and zero in EBX/EDX.
+pub fn cpuid_forced(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    // SAFETY: the sequence only writes EAX-EDX (declared; RBX is saved and restored through
+    // a scratch register because LLVM reserves it). No memory or stack effects.
+    unsafe {
+        asm!(
+            "mov {t:r}, rbx",
+            "xor ebx, ebx",
+            "xor edx, edx",
+            ".byte 0x0f, 0x0b, 0x78, 0x65, 0x6e",
+            "cpuid",
+            "xchg {t:r}, rbx",
+            t = out(reg) b,
+            inlateout("eax") leaf => a,
+            inlateout("ecx") subleaf => c,
+            out("edx") d,
+            options(nomem, nostack),
+        );
+    }
+    [a, b, c, d]
+}
+
+/// Execute the x87 instruction `fnop` (d9 d0). With the virtual CR0.TS set
+/// (`fpu_taskswitch(1)`) it raises #NM (vector 7, a fault: RIP = the instruction); returning
+/// from the handler re-executes it.
+pub fn probe_fnop() -> FaultSite {
+    let site: u64;
+    // SAFETY: `fnop` changes no register or memory visible to Rust (only the x87 FIP/FDP
+    // bookkeeping); a #NM is handled by the kernel's trap hook.
+    unsafe {
+        asm!(
+            "lea {s}, [rip + 2f]",
+            "2: fnop",
+            s = out(reg) site,
+            options(nostack),
+        );
+    }
+    FaultSite { rip: site, len: 2 }
+}
+
+/// Read the quadword at FS:0 (`mov rax, fs:[0]`), i.e. at the FS base
+/// (`set_segment_base(SEGBASE_FS, ..)`). An unmapped base raises #PF to the kernel's handler.
+pub fn read_fs_word() -> u64 {
+    let v: u64;
+    // SAFETY: a plain 8-byte load through FS; no Rust reference is created, and nothing of
+    // ours lives at an address the load could change.
+    unsafe {
+        asm!("mov {v}, qword ptr fs:[0]", v = out(reg) v, options(nostack, readonly));
+    }
+    v
+}
+
+/// Read the quadword at GS:0 (`mov rax, gs:[0]`): the current GS base (in kernel mode the
+/// one of `SEGBASE_GS_KERNEL`).
+pub fn read_gs_word() -> u64 {
+    let v: u64;
+    // SAFETY: as `read_fs_word`, through GS.
+    unsafe {
+        asm!("mov {v}, qword ptr gs:[0]", v = out(reg) v, options(nostack, readonly));
+    }
+    v
+}
+
+/// Execute `int $N` (cd NN, 2 bytes). Xen delivers it to trap-table entry N if the entry's
+/// DPL permits (≥ 1 from guest-kernel mode, 3 from user mode; RIP after the instruction),
+/// else as #GP with error code `(N << 3) | 2` at the instruction. `int3`/`into` have their
+/// own probes; N = 3 is refused here with `None`.
+pub fn probe_soft_int<const N: u8>() -> Option<FaultSite> {
+    if N == 3 {
+        return None;
+    }
+    let site: u64;
+    // SAFETY: a software interrupt bounced by the hypervisor to the kernel's handler (or as
+    // #GP); the handler resumes after it. Raw bytes keep the 2-byte `cd NN` encoding.
+    unsafe {
+        asm!(
+            "lea {s}, [rip + 2f]",
+            "2: .byte 0xcd, {n}",
+            s = out(reg) site,
+            n = const N,
+            options(nostack),
+        );
+    }
+    Some(FaultSite { rip: site, len: 2 })
+}

@@ -118,6 +118,8 @@ pv_failsafe_entry:
      * frame is 7 words + 15 GPRs = 22 words below that, so RSP is 16-aligned at the call.
      */
     .balign 16
+    /* Global so that the stubs of `arch::user` (another asm block) can share it. */
+    .globl pv_trap_common
 pv_trap_common:
     push %rax
     push %rbx

@@ -28,8 +28,10 @@ use xen_abi::vcpu::{
     self, VcpuRegisterVcpuInfo, VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
 };
 use xen_abi::version::{self, XenCompileInfo, XenFeatureInfo, XenPlatformParameters};
-use xen_abi::xen::{TrapInfo, CONSOLEIO_READ, CONSOLEIO_WRITE, UVMF_INVLPG};
-use xen_abi::Errno;
+use xen_abi::xen::{
+    MmuextOp, TrapInfo, CONSOLEIO_READ, CONSOLEIO_WRITE, MMUEXT_NEW_USER_BASEPTR, UVMF_INVLPG,
+};
+use xen_abi::{DomId, Errno};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// A failed hypercall: the negative value the hypervisor returned in RAX.
@@ -729,6 +731,58 @@ pub(crate) fn map_shared_info(maddr: u64) -> Result<u64> {
         )
     })?;
     Ok(va)
+}
+
+// ---------------------------------------------------------------------------------------
+// stack_switch (3), fpu_taskswitch (5), set_segment_base (25), mmuext_op (26): the vCPU
+// state behind the guest-entry paths (ABI.md §1.10, §2.1).
+
+/// `stack_switch(ss, sp)`: the kernel stack the hypervisor uses for frames when it enters
+/// guest-kernel mode from guest-user mode. Xen always returns 0.
+///
+/// Only [`super::user`] enters user mode, and it sets `sp` to its own dedicated stack first
+/// (see [`super::user::switch_kernel_stack`]); kernels should use that.
+pub(crate) fn stack_switch(ss: u16, sp: u64) -> Result<u64> {
+    // SAFETY: scalar arguments; the hypervisor does not access `sp` now. It writes frames
+    // there only when entering kernel mode from user mode (see the function's docs).
+    check(unsafe { call(nr::STACK_SWITCH, [u64::from(ss), sp, 0, 0, 0]) })
+}
+
+/// `fpu_taskswitch(set)`: set (true) or clear the virtual CR0.TS. While it is set the next
+/// FPU/SSE instruction raises #NM (vector 7) to the kernel's handler.
+pub fn fpu_taskswitch(set: bool) -> Result<u64> {
+    // SAFETY: scalar argument only.
+    check(unsafe { call(nr::FPU_TASKSWITCH, [u64::from(set), 0, 0, 0, 0]) })
+}
+
+/// `set_segment_base(which, base)` (`SEGBASE_*`). Any `which` is passed through so that a
+/// test can see the hypervisor refuse unknown ones.
+pub fn set_segment_base(which: u32, base: u64) -> Result<u64> {
+    // SAFETY: scalar arguments; the hypervisor only loads a segment base. Our Rust code does
+    // not address memory through FS or GS.
+    check(unsafe { call(nr::SET_SEGMENT_BASE, [u64::from(which), base, 0, 0, 0]) })
+}
+
+/// `mmuext_op` with one `MMUEXT_NEW_USER_BASEPTR`: the L4 the hypervisor loads while the
+/// vCPU is in guest-user mode (`mfn` must be one of our L4 page tables, 0 = none).
+pub fn mmuext_new_user_baseptr(mfn: u64) -> Result<u64> {
+    let mut op = MmuextOp::new_zeroed();
+    op.cmd = MMUEXT_NEW_USER_BASEPTR;
+    op.arg1 = mfn;
+    // SAFETY: the hypervisor reads one `MmuextOp` from `op`; `done` is NULL. The command
+    // only changes which L4 user mode runs on, never our kernel mappings.
+    check(unsafe {
+        call(
+            nr::MMUEXT_OP,
+            [
+                &mut op as *mut MmuextOp as u64,
+                1,
+                0,
+                u64::from(DomId::SELF.raw()),
+                0,
+            ],
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------

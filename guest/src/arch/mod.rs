@@ -11,6 +11,7 @@
 
 pub mod cpu;
 pub mod hypercall;
+pub mod user;
 
 #[cfg(target_os = "none")]
 mod entry;
@@ -55,6 +56,13 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 
 /// Pseudo vector number our event-upcall stub stores in [`TrapFrame::vector`].
 pub const UPCALL_VECTOR: u64 = 256;
+
+/// Pseudo vector number the syscall-callback stub ([`user::syscall_entry_va`]) stores in
+/// [`TrapFrame::vector`]: a guest-user `syscall` (ABI.md §1.11).
+pub const SYSCALL_VECTOR: u64 = 257;
+
+/// Software-interrupt vectors (`int $n`) with entry stubs ([`user::soft_int_entry_va`]).
+pub const SOFT_INT_VECTORS: [u8; 2] = [0x80, 0x81];
 
 /// Number of exception vectors we install handlers for (0-19).
 pub const NR_EXCEPTION_VECTORS: usize = 20;

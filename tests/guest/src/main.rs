@@ -1,5 +1,7 @@
 //! An XTF-style PV test kernel for rxen. `scenario=NAME` on its command line selects what to
-//! exercise: `hypercalls`, `exception`, `crash`, `timers`, `events`. Each check prints
+//! exercise: `hypercalls`, `exception`, `crash`, `timers`, `events`, `cpu` (forced-emulation
+//! cpuid, fpu_taskswitch/#NM, set_segment_base, `int $n`), `userspace` (iret to user mode,
+//! the syscall callback, entries from user mode). Each check prints
 //! `ok <what>` or `FAIL <what>: got <x>, expected <y>`; the run ends with exactly one
 //! `Test result: SUCCESS` / `Test result: FAILURE` and SCHEDOP_shutdown(poweroff) (except
 //! `crash`, which must be killed by the hypervisor).
@@ -46,10 +48,12 @@ mod kernel {
             Some("crash") => scenarios::crash::run(&mut r),
             Some("timers") => scenarios::timers::run(&mut r),
             Some("events") => scenarios::events::run(&mut r),
+            Some("cpu") => scenarios::cpu::run(&mut r),
+            Some("userspace") => scenarios::userspace::run(&mut r),
             Some(other) => r.fail(
                 "scenario",
                 other,
-                "hypercalls|exception|crash|timers|events",
+                "hypercalls|exception|crash|timers|events|cpu|userspace",
             ),
             None => r.fail("scenario", "none on the command line", "scenario=NAME"),
         }

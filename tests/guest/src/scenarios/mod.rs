@@ -1,10 +1,12 @@
 //! The test scenarios, one per `scenario=` value.
 
+pub mod cpu;
 pub mod crash;
 pub mod events;
 pub mod exception;
 pub mod hypercalls;
 pub mod timers;
+pub mod userspace;
 
 use pv_guest::hypercall::Result;
 use pv_guest::{events as ev, traps};

@@ -144,10 +144,10 @@ pub fn init() {
         let idt = &raw mut IDT;
         for v in 0..256usize {
             let handler = stubs + 16 * v as u64;
-            // int3 and into may be raised by the guest with their instructions (DPL 3);
+            // int3, into and int $0x80 may be raised by the guest directly (DPL 3);
             // every other vector is DPL 0, so a guest's `int $n` raises #GP, which the
             // hypervisor turns into a software interrupt of the guest's own trap table.
-            let dpl: u64 = if v == 3 || v == 4 { 3 } else { 0 };
+            let dpl: u64 = if v == 3 || v == 4 || v == 0x80 { 3 } else { 0 };
             let ist: u64 = match v {
                 2 => u64::from(IST_NMI),
                 8 => u64::from(IST_DF),

@@ -215,6 +215,15 @@ fn iret(ctx: &mut Ctx, f: &mut TrapFrame) -> Outcome {
     let to_user = frame.cs & 3 == 3;
     let v = ctx.vcpu();
     if to_user {
+        if v.user_l4.is_none() {
+            trap::crash_domain(
+                ctx.hv,
+                ctx.di,
+                "switching to user mode with no user page tables",
+                f,
+            );
+            return Outcome::FrameSet;
+        }
         trap::switch_mode(v, false);
     }
     if frame.flags & xen::VGCF_IN_SYSCALL == 0 {

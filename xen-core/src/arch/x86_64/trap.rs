@@ -38,6 +38,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         }
         v if v == u64::from(time::SPURIOUS_VECTOR) => {}
         0..=31 => guest_exception(f),
+        0x80 => int80(f),
         _ => {
             time::eoi();
         }
@@ -398,13 +399,16 @@ fn guest_exception(f: &mut TrapFrame) {
         return;
     }
     // `int $n` arrives as #GP with the IDT vector in the error code (the IDT is DPL 0).
+    // Xen permits it when the trap-table DPL is at least 1 from guest-kernel mode and 3
+    // from guest-user mode (its permit_softint).
     if vector == 13 && f.error_code & 7 == 2 {
         let n = (f.error_code >> 3) as usize & 0xff;
         let v = &hv.domains[di].vcpus[vi];
         let entry = v.traps[n];
+        let needed = if v.in_kernel { 1 } else { 3 };
         let mut insn = [0u8; 2];
         if entry.address != 0
-            && entry.flags & 3 == 3
+            && entry.flags & 3 >= needed
             && guestmem::copy_from_guest(f.rip, &mut insn).is_ok()
             && insn == [0xcd, n as u8]
         {
@@ -417,6 +421,11 @@ fn guest_exception(f: &mut TrapFrame) {
         }
     }
     let v = &mut hv.domains[di].vcpus[vi];
+    if vector == 7 {
+        // Xen's ABI: taking #NM clears the guest's virtual CR0.TS.
+        v.fpu_ts = false;
+        cpu::set_cr0_ts(false);
+    }
     if vector == 14 {
         v.set_cr2(cpu::read_cr2());
         // U/S in the error code tells the guest whether user or kernel faulted.
@@ -438,6 +447,41 @@ fn guest_exception(f: &mut TrapFrame) {
             &mut hv,
             di,
             "exception frame could not be written to the guest stack",
+            f,
+        );
+    }
+}
+
+/// `int $0x80` (the IDT gate is DPL 3, as Xen's): straight to the guest's trap-table
+/// entry 0x80 whatever its DPL, or #GP at the instruction if the guest has none.
+fn int80(f: &mut TrapFrame) {
+    let mut hv = HV.lock();
+    let Some((di, vi)) = hv.current else {
+        return;
+    };
+    let v = &mut hv.domains[di].vcpus[vi];
+    let entry = v.traps[0x80];
+    let r = if entry.address != 0 {
+        bounce(v, f, entry.address, None, entry.flags & 4 != 0)
+    } else {
+        f.rip = f.rip.wrapping_sub(2);
+        let gp = v.traps[13];
+        if gp.address == 0 {
+            crash_domain(
+                &mut hv,
+                di,
+                "int $0x80 with no handler and no #GP handler",
+                f,
+            );
+            return;
+        }
+        bounce(v, f, gp.address, Some((0x80 << 3) | 2), gp.flags & 4 != 0)
+    };
+    if r.is_err() {
+        crash_domain(
+            &mut hv,
+            di,
+            "int $0x80 frame could not be written to the guest stack",
             f,
         );
     }
