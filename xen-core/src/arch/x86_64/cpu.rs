@@ -83,6 +83,11 @@ fn code_data(index: usize, desc: u64) {
     unsafe { GDT.0[index] = desc };
 }
 
+/// Virtual address of the hypervisor image's 16-page GDT.
+pub fn static_gdt() -> u64 {
+    (&raw const GDT) as u64
+}
+
 /// Builds and loads the GDT, TSS and IDT, and programs the `syscall` MSRs.
 pub fn init() {
     code_data(usize::from(HYPERVISOR_CS >> 3), 0x00af_9a00_0000_ffff);

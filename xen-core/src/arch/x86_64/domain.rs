@@ -92,6 +92,10 @@ pub struct Vcpu {
     pub poll_ports: arrayvec::ArrayVec<u32, 128>,
     /// `SCHEDOP_poll` timeout (system time), if any.
     pub poll_deadline: Option<u64>,
+    /// Guest GDT frames (`set_gdt`), shown in the GDT window while this vCPU runs.
+    pub gdt_frames: arrayvec::ArrayVec<Mfn, 14>,
+    /// Number of guest GDT entries.
+    pub gdt_ents: u32,
     /// The guest's virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
     /// Time spent in each runstate (RUNSTATE_running..offline) and the current state's start.
@@ -128,6 +132,8 @@ impl Vcpu {
             poll_ports: arrayvec::ArrayVec::new(),
             poll_deadline: None,
             fpu_ts: false,
+            gdt_frames: arrayvec::ArrayVec::new(),
+            gdt_ents: 0,
             runstate_time: [0; 4],
             runstate_entry: 0,
             runstate: xen_abi::vcpu::RUNSTATE_OFFLINE,

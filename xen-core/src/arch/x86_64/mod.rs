@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod dom0;
 pub mod domain;
 pub mod frame;
+pub mod gdt;
 pub mod guestmem;
 pub mod hypercall;
 pub mod mm;
@@ -93,6 +94,7 @@ extern "C" fn xen_start(mbi: u64, magic: u64) -> ! {
     enable_cpu_features();
     mm::init(&info, &reserved);
     mm::drop_identity_map();
+    gdt::init(cpu::static_gdt());
     {
         let f = mm::FRAMES.lock();
         crate::xinfo!(

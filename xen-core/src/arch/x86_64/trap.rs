@@ -231,6 +231,7 @@ fn switch_to(hv: &mut Hypervisor, f: &mut TrapFrame, di: usize, vi: usize) {
         );
     }
     cpu::set_cr0_ts(v.fpu_ts);
+    super::gdt::show(&v.gdt_frames);
     v.update_time();
 }
 
