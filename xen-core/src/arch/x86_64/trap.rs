@@ -421,6 +421,12 @@ fn guest_exception(f: &mut TrapFrame) {
             return;
         }
     }
+    if vector == 13 && f.error_code == 0 && hv.domains[di].vcpus[vi].in_kernel {
+        let v = &mut hv.domains[di].vcpus[vi];
+        if emulate_privileged(v, f) {
+            return;
+        }
+    }
     let v = &mut hv.domains[di].vcpus[vi];
     if vector == 7 {
         // Xen's ABI: taking #NM clears the guest's virtual CR0.TS.
@@ -486,6 +492,64 @@ fn int80(f: &mut TrapFrame) {
             f,
         );
     }
+}
+
+/// Emulates the privileged instructions Xen emulates for a PV guest kernel that this
+/// hypervisor supports so far: `rdmsr`/`wrmsr` of the segment-base MSRs (Linux writes
+/// GS_BASE in its first instructions) and reads of EFER. Returns true if handled;
+/// everything else is bounced to the guest as #GP, as Xen does for unknown MSRs.
+fn emulate_privileged(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
+    let mut insn = [0u8; 2];
+    if guestmem::copy_from_guest(f.rip, &mut insn).is_err() {
+        return false;
+    }
+    let msr = f.rcx as u32;
+    match insn {
+        [0x0f, 0x30] => {
+            let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
+            if !crate::guest_addr::is_canonical(value) {
+                return false;
+            }
+            // SAFETY: the base MSRs exist; the value is canonical; the vCPU is running, so
+            // the live MSRs are its own.
+            unsafe {
+                match msr {
+                    cpu::MSR_FS_BASE => {
+                        v.fs_base = value;
+                        cpu::wrmsr(cpu::MSR_FS_BASE, value);
+                    }
+                    cpu::MSR_GS_BASE => {
+                        if v.in_kernel {
+                            v.gs_base_kernel = value;
+                        } else {
+                            v.gs_base_user = value;
+                        }
+                        cpu::wrmsr(cpu::MSR_GS_BASE, value);
+                    }
+                    // The inactive GS base: the user one while in kernel mode.
+                    cpu::MSR_KERNEL_GS_BASE => v.gs_base_user = value,
+                    _ => return false,
+                }
+            }
+        }
+        [0x0f, 0x32] => {
+            // SAFETY: reading MSRs that exist on every x86_64 CPU.
+            let value = unsafe {
+                match msr {
+                    cpu::MSR_FS_BASE => cpu::rdmsr(cpu::MSR_FS_BASE),
+                    cpu::MSR_GS_BASE => cpu::rdmsr(cpu::MSR_GS_BASE),
+                    cpu::MSR_KERNEL_GS_BASE => v.gs_base_user,
+                    cpu::MSR_EFER => cpu::rdmsr(cpu::MSR_EFER),
+                    _ => return false,
+                }
+            };
+            f.rax = value & 0xffff_ffff;
+            f.rdx = value >> 32;
+        }
+        _ => return false,
+    }
+    f.rip += 2;
+    true
 }
 
 /// `ud2; .ascii "xen"; cpuid` → emulated cpuid with Xen's leaves. Returns true if handled.
