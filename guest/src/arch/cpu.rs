@@ -232,3 +232,24 @@ pub fn probe_soft_int<const N: u8>() -> Option<FaultSite> {
     }
     Some(FaultSite { rip: site, len: 2 })
 }
+
+/// `wrmsr` executed directly. Xen emulates it for a PV kernel for the segment-base MSRs;
+/// any other MSR raises #GP(0) (a hook must skip the 2-byte instruction).
+pub fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: at CPL 3 the instruction traps to the hypervisor, which either emulates a
+    // base-MSR write (changing only this vCPU's segment bases) or bounces #GP.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
+    }
+}
+
+/// `rdmsr` executed directly (emulated by the hypervisor for the base MSRs and EFER, #GP(0)
+/// otherwise; the result is meaningless then).
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: as for `wrmsr`; reading changes nothing.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}

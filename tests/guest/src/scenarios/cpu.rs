@@ -88,6 +88,48 @@ pub fn run(r: &mut Report) {
     fpu(r);
     segment_bases(r);
     soft_ints(r);
+    msrs(r);
+}
+
+static MSR_WORD: AtomicU64 = AtomicU64::new(0x6d73_725f_776f_7264);
+
+/// `wrmsr`/`rdmsr` from the guest kernel: Xen emulates the segment-base MSRs (Linux's
+/// first instructions write MSR_GS_BASE) and raises #GP(0) for MSRs it does not know.
+fn msrs(r: &mut Report) {
+    const MSR_GS_BASE: u32 = 0xc000_0101;
+    traps::set_hook(13, Some(gp_hook));
+    GP_SEEN.store(0, Ordering::SeqCst);
+    let addr = MSR_WORD.as_ptr() as u64;
+    cpu::wrmsr(MSR_GS_BASE, addr);
+    r.eq(
+        "wrmsr(GS_BASE) emulated: no #GP",
+        GP_SEEN.load(Ordering::SeqCst),
+        0,
+    );
+    r.eq(
+        "mov rax, gs:[0] after wrmsr(GS_BASE)",
+        cpu::read_gs_word(),
+        MSR_WORD.load(Ordering::SeqCst),
+    );
+    r.eq(
+        "rdmsr(GS_BASE) reads it back",
+        cpu::rdmsr(MSR_GS_BASE),
+        addr,
+    );
+    let _ = cpu::rdmsr(0x0000_1234);
+    r.eq(
+        "rdmsr(unknown MSR) → #GP",
+        GP_SEEN.load(Ordering::SeqCst),
+        1,
+    );
+    r.eq("... with error code 0", GP_ERROR.load(Ordering::SeqCst), 0);
+    cpu::wrmsr(MSR_GS_BASE, 0x8000_0000_0000_0000);
+    r.eq(
+        "wrmsr(GS_BASE, non-canonical) → #GP",
+        GP_SEEN.load(Ordering::SeqCst),
+        2,
+    );
+    traps::set_hook(13, None);
 }
 
 fn sig_word(i: usize) -> u32 {
