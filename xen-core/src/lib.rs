@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod evtchn;
 pub mod guest_addr;
 pub mod log;
+pub mod ptwr;
 pub mod time;
 
 #[cfg(target_os = "none")]
