@@ -13,6 +13,7 @@ pub mod evtchn;
 pub mod guest_addr;
 pub mod log;
 pub mod ptwr;
+pub mod pvmm;
 pub mod time;
 
 #[cfg(target_os = "none")]
