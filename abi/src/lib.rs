@@ -56,6 +56,7 @@ pub mod features;
 pub mod grant_table;
 pub mod hypercall;
 pub mod memory;
+pub mod physdev;
 pub mod sched;
 pub mod sysctl;
 pub mod types;

@@ -4,8 +4,8 @@
 //! the frame table, validate its initial page tables, and create vCPU 0.
 
 use super::domain::{Domain, RunState, Vcpu, HV};
-use super::mm::{self, pte, FrameInfo, FrameUse, FRAMES};
-use super::{hypercall, time};
+use super::mm::{self, FRAMES};
+use super::{hypercall, pv, time};
 use crate::cmdline::Options;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -93,21 +93,30 @@ pub fn build(
     .map_err(|e| alloc::format!("{e}"))?;
 
     let id = DomId::new(0);
-    let mut p2m = Vec::with_capacity(nr_pages as usize);
-    let shared_info;
-    {
-        let mut frames = FRAMES.lock();
-        for pfn in 0..nr_pages {
-            let m = frames
-                .alloc(id, FrameUse::Guest)
-                .ok_or_else(|| String::from("out of memory for dom0"))?;
-            mm::set_m2p(m, pfn);
-            p2m.push(m);
+    pv::with(|pv, _| {
+        pv.create_domain(id, nr_pages, 1)?;
+        // The hardware domain may map I/O memory (firmware tables, PCI BARs), except the
+        // interrupt controllers the hypervisor drives (IO-APIC 0xfec00, local APIC 0xfee00).
+        for (first, last) in [
+            (0, 0xfe_bff),
+            (0xfe_d00, 0xfe_dff),
+            (0xfe_f00, (1u64 << 40) - 1),
+        ] {
+            pv.permit_iomem(id, Mfn::new(first), Mfn::new(last))?;
         }
-        shared_info = frames
-            .alloc(DomId::XEN, FrameUse::Xen)
-            .ok_or_else(|| String::from("out of memory for shared_info"))?;
+        Ok::<(), xen_abi::Errno>(())
+    })
+    .map_err(|e| alloc::format!("creating dom0: {e:?}"))?;
+    let mut p2m = Vec::with_capacity(nr_pages as usize);
+    for pfn in 0..nr_pages {
+        let m = pv::alloc_domain_frame(id)
+            .map_err(|e| alloc::format!("out of memory for dom0: {e:?}"))?;
+        mm::set_m2p(m, pfn);
+        p2m.push(m);
     }
+    let shared_info = pv::alloc_xen_frame().map_err(|e| alloc::format!("shared_info: {e:?}"))?;
+    pv::with(|pv, _| pv.share_xen_page(shared_info, id, true))
+        .map_err(|e| alloc::format!("shared_info: {e:?}"))?;
     let mut mem = Dom0Memory { p2m: &p2m };
     let boot = domain_builder::build(
         &image,
@@ -139,26 +148,13 @@ pub fn build(
         boot.page_tables.len()
     );
 
-    // Page-table frames get their type; then check and finish the tree as pinning does.
-    {
-        let mut frames = FRAMES.lock();
-        for &(pfn, level) in &boot.page_tables {
-            if let Some(&m) = p2m.get(pfn.raw() as usize) {
-                frames.set(
-                    m,
-                    FrameInfo {
-                        owner: id,
-                        kind: FrameUse::PageTable(level),
-                    },
-                );
-            }
-        }
-        validate_tree(&frames, id, boot.l4_mfn, 4)?;
-    }
-    // The hypervisor's slots (M2P, image, direct map) in the guest's L4.
-    for slot in 256..272 {
-        mm::write_entry(boot.l4_mfn, slot, mm::read_entry(mm::idle_l4(), slot));
-    }
+    // As Xen's builders do: pin the initial L4 (which validates the whole tree, gives
+    // every table its type and fills the hypervisor's L4 slots) and make it vCPU 0's CR3.
+    pv::with(|pv, mem| {
+        pv.pin(mem, id, boot.l4_mfn, 4)?;
+        pv.new_baseptr(mem, id, 0, boot.l4_mfn).map(|_| ())
+    })
+    .map_err(|e| alloc::format!("the initial page tables do not validate: {e:?}"))?;
 
     let mut evtchn = crate::evtchn::EventChannels::new(id, 1)
         .map_err(|e| alloc::format!("event channels: {e:?}"))?;
@@ -189,53 +185,5 @@ pub fn build(
     let wall = time::wallclock_at_boot();
     d.update_wallclock(wall, 0);
     HV.lock().domains.push(d);
-    Ok(())
-}
-
-/// Checks the initial page tables the way pinning the L4 would (reduced form of the PV
-/// MMU rules, which have their own issue): every entry maps a frame of the domain, tables
-/// reference tables of the next lower level, no page-table frame is mapped writable, and
-/// guest-kernel L1 entries get _PAGE_USER (the guest kernel runs in ring 3).
-fn validate_tree(frames: &mm::Frames, dom: DomId, table: Mfn, level: u8) -> Result<(), String> {
-    for i in 0..512usize {
-        if level == 4 && (256..272).contains(&i) {
-            continue;
-        }
-        let e = mm::read_entry(table, i);
-        if e & pte::P == 0 {
-            continue;
-        }
-        let m = Mfn::new((e & pte::ADDR_MASK) >> 12);
-        let info = frames
-            .info(m)
-            .ok_or_else(|| alloc::format!("L{level} entry {i} maps a frame that does not exist"))?;
-        if info.owner != dom {
-            return Err(alloc::format!(
-                "L{level} entry {i} maps frame {:#x} of another owner",
-                m.raw()
-            ));
-        }
-        if level > 1 {
-            if e & pte::PS != 0 {
-                return Err(alloc::format!("L{level} entry {i} is a superpage"));
-            }
-            if info.kind != FrameUse::PageTable(level - 1) {
-                return Err(alloc::format!(
-                    "L{level} entry {i} does not reference an L{} table",
-                    level - 1
-                ));
-            }
-            mm::write_entry(table, i, e | pte::U);
-            validate_tree(frames, dom, m, level - 1)?;
-        } else {
-            if matches!(info.kind, FrameUse::PageTable(_)) && e & pte::RW != 0 {
-                return Err(alloc::format!(
-                    "L1 entry {i} maps page-table frame {:#x} writable",
-                    m.raw()
-                ));
-            }
-            mm::write_entry(table, i, e | pte::U);
-        }
-    }
     Ok(())
 }

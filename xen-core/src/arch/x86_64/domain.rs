@@ -96,6 +96,14 @@ pub struct Vcpu {
     pub gdt_frames: arrayvec::ArrayVec<Mfn, 14>,
     /// Number of guest GDT entries.
     pub gdt_ents: u32,
+    /// The guest's view of CR4 once it wrote one (`mov cr4`); until then the host's
+    /// value with what a PV guest does not own hidden.
+    pub cr4: Option<u64>,
+    /// Virtual I/O privilege level (`PHYSDEVOP_set_iopl`): port I/O from guest-kernel
+    /// mode is emulated when it is at least 1.
+    pub iopl: u32,
+    /// Debug registers as the guest set them (`set_debugreg`); not loaded into hardware.
+    pub debugreg: [u64; 8],
     /// The guest's virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
     /// Time spent in each runstate (RUNSTATE_running..offline) and the current state's start.
@@ -132,6 +140,9 @@ impl Vcpu {
             poll_ports: arrayvec::ArrayVec::new(),
             poll_deadline: None,
             fpu_ts: false,
+            iopl: 0,
+            cr4: None,
+            debugreg: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             gdt_frames: arrayvec::ArrayVec::new(),
             gdt_ents: 0,
             runstate_time: [0; 4],
@@ -182,6 +193,11 @@ impl Vcpu {
     /// Stores the faulting address of a bounced #PF (`vcpu_info.arch.cr2`).
     pub fn set_cr2(&self, cr2: u64) {
         self.vi_u64(layout::VI_CR2).store(cr2, Ordering::SeqCst);
+    }
+
+    /// The last bounced fault address (what the guest reads as CR2).
+    pub fn cr2(&self) -> u64 {
+        self.vi_u64(layout::VI_CR2).load(Ordering::SeqCst)
     }
 
     /// Publishes the current time scale and system time (`vcpu_time_info`, version protocol).

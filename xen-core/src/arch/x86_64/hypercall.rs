@@ -6,8 +6,8 @@
 use super::domain::{Domain, Hypervisor, RunState, Shutdown, HV};
 use super::frame::TrapFrame;
 use super::guestmem::{self, copy_from_guest, copy_to_guest};
-use super::mm::{self, pte, FrameUse, FRAMES};
-use super::{cpu, time, trap};
+use super::mm::{self, FRAMES};
+use super::{cpu, memhc, time, trap};
 use crate::evtchn::{self, CloseEffect, SendTarget};
 use crate::guest_addr::is_canonical;
 use xen_abi::event_channel as ec;
@@ -21,10 +21,10 @@ pub const XEN_MAJOR: u32 = 4;
 pub const XEN_MINOR: u32 = 19;
 const XEN_EXTRA: &[u8] = b"-rxen";
 
-type HcResult = Result<i64, Errno>;
+pub(super) type HcResult = Result<i64, Errno>;
 
 /// What a hypercall asks of the exit path besides a return value.
-enum Outcome {
+pub(super) enum Outcome {
     /// Put this value (or -errno) in rax.
     Return(HcResult),
     /// The frame was rewritten (iret): leave rax alone.
@@ -33,24 +33,26 @@ enum Outcome {
     Continue,
 }
 
-struct Ctx<'a> {
-    hv: &'a mut Hypervisor,
-    di: usize,
-    vi: usize,
+pub(super) struct Ctx<'a> {
+    pub(super) hv: &'a mut Hypervisor,
+    pub(super) di: usize,
+    pub(super) vi: usize,
+    /// Running an entry of a multicall: long operations must not preempt themselves.
+    pub(super) in_multicall: bool,
 }
 
 impl Ctx<'_> {
-    fn dom(&mut self) -> &mut Domain {
+    pub(super) fn dom(&mut self) -> &mut Domain {
         &mut self.hv.domains[self.di]
     }
-    fn vcpu(&mut self) -> &mut super::domain::Vcpu {
+    pub(super) fn vcpu(&mut self) -> &mut super::domain::Vcpu {
         let (di, vi) = (self.di, self.vi);
         &mut self.hv.domains[di].vcpus[vi]
     }
-    fn domid(&self) -> DomId {
+    pub(super) fn domid(&self) -> DomId {
         self.hv.domains[self.di].id
     }
-    fn privileged(&self) -> bool {
+    pub(super) fn privileged(&self) -> bool {
         self.hv.domains[self.di].privileged
     }
 }
@@ -65,11 +67,17 @@ pub fn dispatch(f: &mut TrapFrame) {
         hv: &mut hv,
         di,
         vi,
+        in_multicall: false,
     };
     let number = f.rax;
     let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
     match call(&mut ctx, f, number, args) {
-        Outcome::Return(r) => f.rax = ret(r),
+        Outcome::Return(r) => {
+            if r == Err(Errno::ENOSYS) {
+                note_unimplemented(ctx.domid(), number, args[0]);
+            }
+            f.rax = ret(r)
+        }
         Outcome::FrameSet => {}
         Outcome::Continue => {
             // Re-execute `syscall` (2 bytes) with rax still the hypercall number.
@@ -79,7 +87,24 @@ pub fn dispatch(f: &mut TrapFrame) {
     }
 }
 
-fn ret(r: HcResult) -> u64 {
+/// Logs (once per hypercall and first argument) a hypercall answered with -ENOSYS, so
+/// that bringing up a new guest shows what it asks for.
+fn note_unimplemented(dom: DomId, number: u64, arg0: u64) {
+    static SEEN: spin::Mutex<alloc::vec::Vec<(u64, u64)>> =
+        spin::Mutex::new(alloc::vec::Vec::new());
+    let mut seen = SEEN.lock();
+    if seen.len() < 256 && !seen.contains(&(number, arg0)) {
+        seen.push((number, arg0));
+        crate::xdebug!(
+            "d{} hypercall {} (first argument {:#x}) answered -ENOSYS\n",
+            dom.raw(),
+            number,
+            arg0
+        );
+    }
+}
+
+pub(super) fn ret(r: HcResult) -> u64 {
     match r {
         Ok(v) => v as u64,
         Err(e) => e.to_ret() as u64,
@@ -91,6 +116,9 @@ fn call(ctx: &mut Ctx, f: &mut TrapFrame, number: u64, a: [u64; 5]) -> Outcome {
     match number {
         nr::IRET => iret(ctx, f),
         nr::MULTICALL => multicall(ctx, f, a[0], a[1]),
+        nr::MMU_UPDATE => memhc::mmu_update(ctx, f, a[0], a[1], a[2], a[3] as u32),
+        nr::MMUEXT_OP => memhc::mmuext_op(ctx, f, a[0], a[1], a[2], a[3] as u32),
+        nr::MEMORY_OP => memhc::memory_op(ctx, f, a[0], a[1]),
         nr::SCHED_OP => sched_op(ctx, f, a[0] as u32, a[1]),
         _ => Return(simple(ctx, f, number, a)),
     }
@@ -118,7 +146,9 @@ fn simple(ctx: &mut Ctx, f: &mut TrapFrame, number: u64, a: [u64; 5]) -> HcResul
             cpu::set_cr0_ts(set);
             Ok(0)
         }
-        nr::UPDATE_VA_MAPPING => update_va_mapping(ctx, a[0], a[1], a[2]),
+        nr::UPDATE_VA_MAPPING => memhc::update_va_mapping(ctx, a[0], a[1], a[2]),
+        nr::SET_GDT => memhc::set_gdt(ctx, a[0], a[1]),
+        nr::UPDATE_DESCRIPTOR => memhc::update_descriptor(ctx, a[0], a[1]),
         nr::SET_TIMER_OP => {
             ctx.vcpu().singleshot = if a[0] == 0 { None } else { Some(a[0]) };
             Ok(0)
@@ -128,11 +158,12 @@ fn simple(ctx: &mut Ctx, f: &mut TrapFrame, number: u64, a: [u64; 5]) -> HcResul
         nr::VM_ASSIST => vm_assist(ctx, a[0] as u32, a[1]),
         nr::VCPU_OP => vcpu_op(ctx, a[0] as u32, a[1], a[2]),
         nr::SET_SEGMENT_BASE => set_segment_base(ctx, a[0] as u32, a[1]),
-        nr::MMUEXT_OP => mmuext_op(ctx, a[0], a[1] as u32, a[2], a[3] as u32),
         nr::CALLBACK_OP => callback_op(ctx, a[0] as u32, a[1]),
         nr::EVENT_CHANNEL_OP => event_channel_op(ctx, a[0] as u32, a[1]),
         nr::SYSCTL => sysctl(ctx, a[0]),
-        nr::MEMORY_OP => memory_op(ctx, a[0], a[1]),
+        nr::PHYSDEV_OP => physdev_op(ctx, a[0] as u32, a[1]),
+        nr::SET_DEBUGREG => set_debugreg(ctx, a[0], a[1]),
+        nr::GET_DEBUGREG => get_debugreg(ctx, a[0]),
         _ => {
             let _ = f;
             Err(Errno::ENOSYS)
@@ -361,10 +392,18 @@ fn multicall(ctx: &mut Ctx, f: &mut TrapFrame, list: u64, count: u64) -> Outcome
         let r = match e.op {
             // Neither nests: iret rewrites the frame and multicall would recurse.
             nr::IRET | nr::MULTICALL => Err(Errno::EINVAL),
-            nr::SCHED_OP => match sched_op(ctx, f, a[0] as u32, a[1]) {
-                Outcome::Return(r) => r,
-                _ => Ok(0),
-            },
+            nr::SCHED_OP | nr::MMU_UPDATE | nr::MMUEXT_OP | nr::MEMORY_OP => {
+                // Run to completion inside a multicall (no continuation of one entry).
+                let mut scratch = *f;
+                ctx.in_multicall = true;
+                let outcome = call(ctx, &mut scratch, e.op, a);
+                ctx.in_multicall = false;
+                match outcome {
+                    Outcome::Return(r) => r,
+                    Outcome::FrameSet => Ok(scratch.rax as i64),
+                    Outcome::Continue => Err(Errno::EAGAIN),
+                }
+            }
             op => simple(ctx, f, op, a),
         };
         e.result = ret(r);
@@ -540,6 +579,67 @@ fn set_segment_base(ctx: &mut Ctx, which: u32, base: u64) -> HcResult {
 }
 
 // ---------------------------------------------------------------------------------
+// Physical devices and debug registers.
+
+fn physdev_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
+    use xen_abi::physdev as pd;
+    match cmd {
+        pd::PHYSDEVOP_SET_IOPL => {
+            let s: pd::PhysdevSetIopl = guestmem::read(arg)?;
+            if s.iopl > 3 {
+                return Err(Errno::EINVAL);
+            }
+            ctx.vcpu().iopl = s.iopl;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// The debug register a guest names (4 and 5 alias 6 and 7, as without CR4.DE).
+fn debugreg_index(reg: u64) -> Result<usize, Errno> {
+    match reg {
+        0..=3 | 6 | 7 => Ok(reg as usize),
+        4 | 5 => Ok(reg as usize + 2),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn set_debugreg(ctx: &mut Ctx, reg: u64, value: u64) -> HcResult {
+    let i = debugreg_index(reg)?;
+    let value = match i {
+        0..=3 => {
+            if !crate::guest_addr::is_guest_range(value, 1) {
+                return Err(Errno::EPERM);
+            }
+            value
+        }
+        6 => {
+            if value >> 32 != 0 {
+                return Err(Errno::EINVAL);
+            }
+            value | 0xffff_0ff0
+        }
+        _ => {
+            if value >> 32 != 0 {
+                return Err(Errno::EINVAL);
+            }
+            if value & (1 << 13) != 0 {
+                return Err(Errno::EPERM);
+            }
+            value | 0x400
+        }
+    };
+    ctx.vcpu().debugreg[i] = value;
+    Ok(0)
+}
+
+fn get_debugreg(ctx: &mut Ctx, reg: u64) -> HcResult {
+    let i = debugreg_index(reg)?;
+    Ok(ctx.vcpu().debugreg[i] as i64)
+}
+
+// ---------------------------------------------------------------------------------
 // vCPU operations.
 
 fn vcpu_op(ctx: &mut Ctx, cmd: u32, vcpuid: u64, arg: u64) -> HcResult {
@@ -625,7 +725,13 @@ fn vcpu_op(ctx: &mut Ctx, cmd: u32, vcpuid: u64, arg: u64) -> HcResult {
             v.update_time();
             Ok(0)
         }
-        vo::VCPUOP_UP | vo::VCPUOP_DOWN | vo::VCPUOP_INITIALISE => Err(Errno::ENOSYS),
+        // Taking a vCPU down stops it (Linux's halt path downs itself); bringing one up
+        // needs a context (VCPUOP_initialise, which arrives with SMP guests).
+        vo::VCPUOP_DOWN => {
+            v.state = RunState::Down;
+            Ok(0)
+        }
+        vo::VCPUOP_UP | vo::VCPUOP_INITIALISE => Err(Errno::ENOSYS),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -795,153 +901,6 @@ fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
     } else {
         let (x, y) = v.split_at_mut(a);
         (&mut y[0], &mut x[b])
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Memory (the subset the foundation needs; the full PV MMU is its own issue).
-
-/// Finds the L1 slot that maps `va` in the vCPU's current kernel page table.
-fn l1_slot(l4: Mfn, va: u64) -> Result<(Mfn, usize), Errno> {
-    let mut table = l4;
-    for level in (2..=4).rev() {
-        let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
-        let e = mm::read_entry(table, idx);
-        if e & pte::P == 0 || e & pte::PS != 0 {
-            return Err(Errno::EINVAL);
-        }
-        table = Mfn::new((e & pte::ADDR_MASK) >> 12);
-    }
-    Ok((table, ((va >> 12) & 511) as usize))
-}
-
-/// Checks a new L1 entry for domain `d` (Xen's get_page_from_l1e, reduced): it may map
-/// only frames the domain owns (or its shared_info page), never one of its page tables
-/// writable, never another domain's frame.
-fn check_l1e(d: &Domain, e: u64) -> Result<u64, Errno> {
-    if e & pte::P == 0 {
-        return Ok(e);
-    }
-    // Reserved bits (51:52 are Xen's; bits above 52 except NX are software bits we refuse).
-    if e & 0x7ff0_0000_0000_0000 & !(1 << 52) != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let mfn = Mfn::new((e & pte::ADDR_MASK) >> 12);
-    if mfn == d.shared_info {
-        return Ok(e | pte::U);
-    }
-    let info = FRAMES.lock().info(mfn).ok_or(Errno::EINVAL)?;
-    if info.owner != d.id {
-        return Err(Errno::EPERM);
-    }
-    match info.kind {
-        FrameUse::Guest => Ok(e | pte::U),
-        FrameUse::PageTable(_) if e & pte::RW == 0 => Ok(e | pte::U),
-        _ => Err(Errno::EPERM),
-    }
-}
-
-fn update_va_mapping(ctx: &mut Ctx, va: u64, val: u64, flags: u64) -> HcResult {
-    if !guestmem::is_guest_range(va, 1) {
-        return Err(Errno::EINVAL);
-    }
-    let l4 = ctx.vcpu().kernel_l4;
-    let (l1, idx) = l1_slot(l4, va)?;
-    let e = check_l1e(ctx.dom(), val)?;
-    mm::write_entry(l1, idx, e);
-    match flags & xen::UVMF_FLUSHTYPE_MASK {
-        xen::UVMF_NONE => cpu::invlpg(va),
-        xen::UVMF_INVLPG => cpu::invlpg(va),
-        _ => mm::flush_all(),
-    }
-    Ok(0)
-}
-
-fn mmuext_op(ctx: &mut Ctx, ops: u64, count: u32, done_ptr: u64, foreign: u32) -> HcResult {
-    if foreign as u16 != DomId::SELF.raw() && foreign as u16 != ctx.domid().raw() {
-        return Err(Errno::EPERM);
-    }
-    let mut done = 0u32;
-    let mut result = Ok(0);
-    for i in 0..count {
-        let op: xen::MmuextOp = match guestmem::read(ops.wrapping_add(u64::from(i) * 24)) {
-            Ok(o) => o,
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        };
-        let r = match op.cmd {
-            xen::MMUEXT_TLB_FLUSH_LOCAL
-            | xen::MMUEXT_TLB_FLUSH_MULTI
-            | xen::MMUEXT_TLB_FLUSH_ALL => {
-                mm::flush_all();
-                Ok(())
-            }
-            xen::MMUEXT_INVLPG_LOCAL | xen::MMUEXT_INVLPG_MULTI | xen::MMUEXT_INVLPG_ALL => {
-                cpu::invlpg(op.arg1);
-                Ok(())
-            }
-            xen::MMUEXT_NEW_USER_BASEPTR => {
-                let mfn = Mfn::new(op.arg1);
-                let ok = op.arg1 == 0 || {
-                    let info = FRAMES.lock().info(mfn);
-                    info.is_some_and(|i| i.owner == ctx.domid() && i.kind == FrameUse::PageTable(4))
-                };
-                if ok {
-                    ctx.vcpu().user_l4 = if op.arg1 == 0 { None } else { Some(mfn) };
-                    Ok(())
-                } else {
-                    Err(Errno::EINVAL)
-                }
-            }
-            _ => Err(Errno::ENOSYS),
-        };
-        if let Err(e) = r {
-            result = Err(e);
-            break;
-        }
-        done += 1;
-    }
-    if done_ptr != 0 {
-        guestmem::write(done_ptr, &done)?;
-    }
-    result
-}
-
-fn memory_op(ctx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
-    use xen_abi::memory as m;
-    match cmd as u32 & 0x3f {
-        m::XENMEM_MAXIMUM_RAM_PAGE => Ok(FRAMES.lock().max_mfn() as i64),
-        m::XENMEM_CURRENT_RESERVATION | m::XENMEM_MAXIMUM_RESERVATION => {
-            let dom: u16 = guestmem::read(arg)?;
-            let dom = DomId::new(dom);
-            let ti = if dom == DomId::SELF || dom == ctx.domid() {
-                ctx.di
-            } else if ctx.privileged() {
-                ctx.hv.find(dom).ok_or(Errno::ESRCH)?
-            } else {
-                return Err(Errno::EPERM);
-            };
-            let d = &ctx.hv.domains[ti];
-            Ok(if cmd as u32 & 0x3f == m::XENMEM_CURRENT_RESERVATION {
-                d.p2m.len() as i64
-            } else {
-                d.max_pages as i64
-            })
-        }
-        m::XENMEM_MAXIMUM_GPFN => Ok(ctx.dom().p2m.len() as i64 - 1),
-        m::XENMEM_MACHPHYS_MAPPING => {
-            let max = FRAMES.lock().max_mfn();
-            let words = [
-                xen::MACH2PHYS_VIRT_START,
-                xen::MACH2PHYS_VIRT_START + max * 8,
-                max.saturating_sub(1),
-            ];
-            copy_to_guest(arg, words.as_bytes())?;
-            Ok(0)
-        }
-        _ => Err(Errno::ENOSYS),
     }
 }
 

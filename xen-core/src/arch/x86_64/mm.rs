@@ -82,6 +82,27 @@ pub static FRAMES: Mutex<Frames> = Mutex::new(Frames {
 /// Frames backing the M2P table, in order (entry `i` of the table lives in frame `i / 512`).
 static M2P_FRAMES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
+/// The machine's RAM ranges, for `XENMEM_machine_memory_map`.
+static MACHINE_MAP: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+/// Machine frames holding the M2P table, in table order.
+pub fn m2p_frames() -> Vec<u64> {
+    M2P_FRAMES.lock().clone()
+}
+
+/// The machine memory map (usable RAM) as E820 entries.
+pub fn machine_memory_map() -> Vec<xen_abi::memory::E820Entry> {
+    MACHINE_MAP
+        .lock()
+        .iter()
+        .map(|&(s, e)| xen_abi::memory::E820Entry {
+            addr: s,
+            size: e - s,
+            kind: xen_abi::memory::E820_RAM,
+        })
+        .collect()
+}
+
 impl Frames {
     /// Takes a free frame and records who owns it.
     pub fn alloc(&mut self, owner: DomId, kind: FrameUse) -> Option<Mfn> {
@@ -192,6 +213,7 @@ const GIB: u64 = 1 << 30;
 pub fn init(info: &BootInfo, reserved: &[(u64, u64)]) {
     let (img_s, img_e) = image_range();
     let ram_end = info.ram.iter().map(|r| r.end).max().unwrap_or(0);
+    *MACHINE_MAP.lock() = info.ram.iter().map(|r| (r.start, r.end)).collect();
     let max_mfn = ram_end.div_ceil(4096);
     let mut frames = FRAMES.lock();
     frames.table = alloc::vec![

@@ -15,10 +15,12 @@ pub mod frame;
 pub mod gdt;
 pub mod guestmem;
 pub mod hypercall;
+pub mod memhc;
 pub mod mm;
 pub mod multiboot;
 pub mod port;
 pub mod power;
+pub mod pv;
 pub mod serial;
 pub mod time;
 pub mod trap;
@@ -28,7 +30,9 @@ use frame::TrapFrame;
 use linked_list_allocator::LockedHeap;
 use spin::Once;
 
-const HEAP_SIZE: usize = 8 << 20;
+/// The hypervisor heap (frame table, domains, event channels). The PV MMU keeps about 40
+/// bytes per machine frame, so 32 MiB covers a few GiB of RAM.
+const HEAP_SIZE: usize = 32 << 20;
 
 #[repr(C, align(4096))]
 struct HeapArea([u8; HEAP_SIZE]);
@@ -104,6 +108,7 @@ extern "C" fn xen_start(mbi: u64, magic: u64) -> ! {
         );
     }
     time::init();
+    pv::init();
 
     domain::HV.lock().options = options;
     let Some((kstart, kend, kargs)) = modules.first().cloned() else {

@@ -35,3 +35,43 @@ pub unsafe fn outw(port: u16, value: u16) {
         core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
     };
 }
+
+/// Reads 1, 2 or 4 bytes from a port (zero-extended).
+///
+/// # Safety
+/// As for [`inb`].
+pub unsafe fn inl_sized(port: u16, size: u16) -> u32 {
+    // SAFETY: the caller guarantees the access is harmless.
+    unsafe {
+        match size {
+            1 => u32::from(inb(port)),
+            2 => {
+                let v: u16;
+                core::arch::asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags));
+                u32::from(v)
+            }
+            _ => {
+                let v: u32;
+                core::arch::asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags));
+                v
+            }
+        }
+    }
+}
+
+/// Writes 1, 2 or 4 bytes (the low bytes of `value`) to a port.
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outl_sized(port: u16, size: u16, value: u32) {
+    // SAFETY: the caller guarantees the access is harmless.
+    unsafe {
+        match size {
+            1 => outb(port, value as u8),
+            2 => outw(port, value as u16),
+            _ => {
+                core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ use super::cpu;
 use super::domain::{Domain, Hypervisor, RunState, Shutdown, Vcpu, HV};
 use super::frame::{TrapFrame, VECTOR_SYSCALL};
 use super::guestmem;
+use super::mm;
 use super::time;
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 
@@ -422,10 +423,14 @@ fn guest_exception(f: &mut TrapFrame) {
         }
     }
     if vector == 13 && f.error_code == 0 && hv.domains[di].vcpus[vi].in_kernel {
+        let privileged = hv.domains[di].privileged;
         let v = &mut hv.domains[di].vcpus[vi];
-        if emulate_privileged(v, f) {
+        if emulate_privileged(v, privileged, f) {
             return;
         }
+    }
+    if vector == 14 && try_ptwr(&mut hv, di, vi, f) {
+        return;
     }
     let v = &mut hv.domains[di].vcpus[vi];
     if vector == 7 {
@@ -498,7 +503,7 @@ fn int80(f: &mut TrapFrame) {
 /// hypervisor supports so far: `rdmsr`/`wrmsr` of the segment-base MSRs (Linux writes
 /// GS_BASE in its first instructions) and reads of EFER. Returns true if handled;
 /// everything else is bounced to the guest as #GP, as Xen does for unknown MSRs.
-fn emulate_privileged(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
+fn emulate_privileged(v: &mut Vcpu, privileged: bool, f: &mut TrapFrame) -> bool {
     let mut insn = [0u8; 2];
     if guestmem::copy_from_guest(f.rip, &mut insn).is_err() {
         return false;
@@ -546,10 +551,314 @@ fn emulate_privileged(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
             f.rax = value & 0xffff_ffff;
             f.rdx = value >> 32;
         }
-        _ => return false,
+        _ => return emulate_cr_access(v, f) || (privileged && emulate_port_io(v, f)),
     }
     f.rip += 2;
     true
+}
+
+/// Ports the hypervisor keeps for itself (PIC, PIT, speaker gate, CMOS/RTC, COM1, QEMU's
+/// debug-exit, ACPI PM control, reset control): dom0 reads all-ones and its writes are
+/// dropped, as Xen does for ports it denies the hardware domain.
+fn port_reserved(port: u16) -> bool {
+    matches!(port, 0x20..=0x21 | 0xa0..=0xa1 | 0x40..=0x43 | 0x61 | 0x70..=0x71 | 0x3f8..=0x3ff | 0xf4 | 0x604 | 0xcf9)
+}
+
+/// `in`/`out` from a guest kernel whose virtual IOPL allows it (PHYSDEVOP_set_iopl); the
+/// caller admits only the hardware domain. Others get #GP as on hardware.
+fn emulate_port_io(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
+    if v.iopl < 1 {
+        return false;
+    }
+    let mut insn = [0u8; 3];
+    if guestmem::copy_from_guest(f.rip, &mut insn[..1]).is_err() {
+        return false;
+    }
+    let (op16, at) = if insn[0] == 0x66 {
+        (true, 1)
+    } else {
+        (false, 0)
+    };
+    if guestmem::copy_from_guest(f.rip, &mut insn[..at + 2]).is_err()
+        && guestmem::copy_from_guest(f.rip, &mut insn[..at + 1]).is_err()
+    {
+        return false;
+    }
+    let opcode = insn[at];
+    let (port, len) = match opcode {
+        0xe4..=0xe7 => (u16::from(insn[at + 1]), at + 2),
+        0xec..=0xef => (f.rdx as u16, at + 1),
+        _ => return false,
+    };
+    let size = match (opcode & 1, op16) {
+        (0, _) => 1,
+        (_, true) => 2,
+        _ => 4,
+    };
+    let is_in = opcode & 2 == 0;
+    let reserved = (0..size).any(|i| port_reserved(port.wrapping_add(i)));
+    if is_in {
+        let value: u32 = if reserved {
+            u32::MAX
+        } else {
+            // SAFETY: dom0 owns every port the hypervisor does not keep (checked above).
+            unsafe { super::port::inl_sized(port, size) }
+        };
+        let mask = if size == 4 {
+            u64::from(u32::MAX)
+        } else {
+            (1u64 << (8 * size)) - 1
+        };
+        f.rax = if size == 4 {
+            u64::from(value)
+        } else {
+            (f.rax & !mask) | (u64::from(value) & mask)
+        };
+    } else if !reserved {
+        // SAFETY: as above.
+        unsafe { super::port::outl_sized(port, size, f.rax as u32) };
+    }
+    f.rip += len as u64;
+    true
+}
+
+/// `mov` from a control register, and `clts`, as Xen emulates them for a PV kernel:
+/// CR0 shows the virtual TS, CR2 the last bounced fault address, CR3 the kernel page
+/// table, CR4 the host's value. Writes other than `clts` are not emulated here.
+fn emulate_cr_access(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
+    let mut insn = [0u8; 4];
+    if guestmem::copy_from_guest(f.rip, &mut insn[..2]).is_err() {
+        return false;
+    }
+    // cli/sti with a sufficient virtual IOPL: no-ops, as in Xen (the guest's interrupt
+    // flag is its event mask, which it manages itself).
+    if (insn[0] == 0xfa || insn[0] == 0xfb) && v.iopl >= 1 {
+        f.rip += 1;
+        return true;
+    }
+    if insn[..2] == [0x0f, 0x06] {
+        v.fpu_ts = false;
+        cpu::set_cr0_ts(false);
+        f.rip += 2;
+        return true;
+    }
+    // Optional REX (0x40-0x4f), then 0f 20 /r (mov r64, crN) or 0f 22 /r (mov crN, r64).
+    let (rex, at) = if (0x40..0x50).contains(&insn[0]) {
+        (insn[0], 1)
+    } else {
+        (0, 0)
+    };
+    if guestmem::copy_from_guest(f.rip, &mut insn[..at + 3]).is_err() {
+        return false;
+    }
+    if insn[at] != 0x0f || (insn[at + 1] != 0x20 && insn[at + 1] != 0x22) {
+        return false;
+    }
+    let write = insn[at + 1] == 0x22;
+    let modrm = insn[at + 2];
+    if modrm >> 6 != 3 {
+        return false;
+    }
+    let cr = ((modrm >> 3) & 7) | if rex & 4 != 0 { 8 } else { 0 };
+    let reg = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+    if write {
+        let value = gprs(f)[usize::from(reg)];
+        match cr {
+            // Only TS may change (Xen's rule); anything else is refused with #GP.
+            0 => {
+                let cur = read_cr0_view(v);
+                if (cur ^ value) & !8 != 0 {
+                    return false;
+                }
+                v.fpu_ts = value & 8 != 0;
+                cpu::set_cr0_ts(v.fpu_ts);
+            }
+            // The guest's CR4 is virtual: kept and read back, never loaded (the
+            // hypervisor owns the real one; features behind it are hidden in CPUID).
+            4 => v.cr4 = Some(value),
+            _ => return false,
+        }
+        f.rip += (at + 3) as u64;
+        return true;
+    }
+    let value = match cr {
+        0 => read_cr0_view(v),
+        2 => v.cr2(),
+        3 => v.kernel_l4.raw() << 12,
+        4 => v.cr4.unwrap_or_else(|| {
+            let host: u64;
+            // SAFETY: reading CR4 has no side effects.
+            unsafe { core::arch::asm!("mov {}, cr4", out(reg) host, options(nomem, nostack)) };
+            // Hide what a PV guest does not own: PGE (7), PCIDE (17), SMEP/SMAP (20/21).
+            host & !((1 << 7) | (1 << 17) | (1 << 20) | (1 << 21))
+        }),
+        _ => return false,
+    };
+    set_gpr(f, reg, value);
+    f.rip += (at + 3) as u64;
+    true
+}
+
+/// CR0 as the guest sees it: the host's, with the guest's virtual TS.
+fn read_cr0_view(v: &Vcpu) -> u64 {
+    let host: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr0", out(reg) host, options(nomem, nostack)) };
+    (host & !8) | if v.fpu_ts { 8 } else { 0 }
+}
+
+/// Writes general register `n` (SDM numbering) of a frame.
+fn set_gpr(f: &mut TrapFrame, n: u8, value: u64) {
+    match n {
+        0 => f.rax = value,
+        1 => f.rcx = value,
+        2 => f.rdx = value,
+        3 => f.rbx = value,
+        4 => f.rsp = value,
+        5 => f.rbp = value,
+        6 => f.rsi = value,
+        7 => f.rdi = value,
+        8 => f.r8 = value,
+        9 => f.r9 = value,
+        10 => f.r10 = value,
+        11 => f.r11 = value,
+        12 => f.r12 = value,
+        13 => f.r13 = value,
+        14 => f.r14 = value,
+        _ => f.r15 = value,
+    }
+}
+
+/// The frame's general registers in SDM order.
+fn gprs(f: &TrapFrame) -> [u64; 16] {
+    [
+        f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12,
+        f.r13, f.r14, f.r15,
+    ]
+}
+
+/// Writable page tables (Xen's ptwr): a guest-kernel write to a read-only mapping of one
+/// of its own L1 tables is decoded, validated and performed, then the guest resumes
+/// after the instruction. Returns true if the fault was consumed (emulated, or to be
+/// retried); false leaves it to be bounced as #PF.
+fn try_ptwr(hv: &mut Hypervisor, di: usize, vi: usize, f: &mut TrapFrame) -> bool {
+    // Present + write, not user (as the guest sees it), not reserved, not fetch.
+    let e = f.error_code;
+    if e & 0b1_1011 != 0b11 {
+        return false;
+    }
+    let d = &hv.domains[di];
+    let v = &d.vcpus[vi];
+    if !v.in_kernel || d.vm_assist & (1 << xen_abi::xen::VMASST_TYPE_WRITABLE_PAGETABLES) == 0 {
+        return false;
+    }
+    let cr2 = cpu::read_cr2();
+    let Ok((l1_of_va, idx)) = super::memhc::l1_slot(v.kernel_l4, cr2) else {
+        return false;
+    };
+    let target = mm::read_entry(l1_of_va, idx);
+    if target & mm::pte::P == 0 {
+        return false;
+    }
+    let table = xen_abi::Mfn::new((target & mm::pte::ADDR_MASK) >> 12);
+    let dom = d.id;
+    let is_l1 = super::pv::with(|p, _| {
+        p.page(table).is_some_and(|pi| {
+            pi.owner == crate::pvmm::Owner::Dom(dom)
+                && pi.ty == crate::pvmm::PageType::L1
+                && pi.type_count > 0
+                && pi.validated
+        })
+    });
+    if !is_l1 {
+        return false;
+    }
+    let mut insn = [0u8; crate::ptwr::MAX_INSN_LEN];
+    let mut len = 0;
+    while len < insn.len()
+        && guestmem::copy_from_guest(f.rip + len as u64, &mut insn[len..len + 1]).is_ok()
+    {
+        len += 1;
+    }
+    let mut regs = crate::ptwr::Regs {
+        gpr: gprs(f),
+        rip: f.rip,
+        rflags: f.rflags,
+        fs_base: v.fs_base,
+        gs_base: if v.in_kernel {
+            v.gs_base_kernel
+        } else {
+            v.gs_base_user
+        },
+    };
+    // SAFETY: reading the live FS/GS bases of the running vCPU.
+    unsafe {
+        regs.fs_base = cpu::rdmsr(cpu::MSR_FS_BASE);
+        regs.gs_base = cpu::rdmsr(cpu::MSR_GS_BASE);
+    }
+    let mut access = PtwrAccess {
+        dom,
+        table,
+        page_va: cr2 & !0xfff,
+    };
+    match crate::ptwr::emulate(&insn[..len], &mut regs, cr2, &mut access) {
+        Ok(()) => {
+            let g = regs.gpr;
+            (f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi) =
+                (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+            (f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15) =
+                (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
+            f.rip = regs.rip;
+            // Keep only the arithmetic flags the emulation may change.
+            const ARITH: u64 = 0x8d5;
+            f.rflags = (f.rflags & !ARITH) | (regs.rflags & ARITH);
+            cpu::invlpg(cr2);
+            true
+        }
+        Err(crate::ptwr::EmulateError::Retry) => true,
+        Err(_) => false,
+    }
+}
+
+/// The faulting page-table page as the emulator sees it.
+struct PtwrAccess {
+    dom: xen_abi::DomId,
+    table: xen_abi::Mfn,
+    page_va: u64,
+}
+
+impl crate::ptwr::PteAccess for PtwrAccess {
+    fn read_entry(&mut self, entry_addr: u64) -> Result<u64, crate::ptwr::Fault> {
+        if entry_addr & !0xfff != self.page_va {
+            return Err(crate::ptwr::Fault(xen_abi::Errno::EFAULT));
+        }
+        Ok(mm::read_entry(
+            self.table,
+            ((entry_addr & 0xfff) / 8) as usize,
+        ))
+    }
+
+    fn update_entry(
+        &mut self,
+        entry_addr: u64,
+        old: u64,
+        new: u64,
+    ) -> Result<Result<(), u64>, crate::ptwr::Fault> {
+        if entry_addr & !0xfff != self.page_va {
+            return Err(crate::ptwr::Fault(xen_abi::Errno::EFAULT));
+        }
+        let index = ((entry_addr & 0xfff) / 8) as usize;
+        let current = mm::read_entry(self.table, index);
+        // The hardware may have set A/D bits since the read: compare without them.
+        const AD: u64 = mm::pte::A | mm::pte::D;
+        if current & !AD != old & !AD {
+            return Ok(Err(current));
+        }
+        let (dom, maddr) = (self.dom, (self.table.raw() << 12) + index as u64 * 8);
+        super::pv::with(|p, mem| p.mmu_update_pt(mem, dom, dom, maddr, new, false))
+            .map(|_| Ok(()))
+            .map_err(crate::ptwr::Fault)
+    }
 }
 
 /// `ud2; .ascii "xen"; cpuid` → emulated cpuid with Xen's leaves. Returns true if handled.
@@ -602,8 +911,9 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
             r[3] &= !((1 << 3) | (1 << 13) | (1 << 12) | (1 << 7) | (1 << 14) | (1 << 9));
         }
         7 if subleaf == 0 => {
-            // Hide SMEP(7), INVPCID(10), SMAP(20), PKU(ecx 3), LA57(ecx 16), AVX2(5), AVX512.
-            r[1] &= !((1 << 7) | (1 << 10) | (1 << 20) | (1 << 5) | (0xffff << 16));
+            // Hide FSGSBASE(0), SMEP(7), INVPCID(10), SMAP(20), PKU(ecx 3), LA57(ecx 16),
+            // AVX2(5), AVX512: the guest's CR4 is virtual, so it cannot enable them.
+            r[1] &= !((1 << 0) | (1 << 7) | (1 << 10) | (1 << 20) | (1 << 5) | (0xffff << 16));
             r[2] &= !((1 << 3) | (1 << 16));
         }
         0x8000_0001 => {
