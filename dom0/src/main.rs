@@ -1,5 +1,6 @@
 //! rxen's control domain: a Rust Xen PV kernel that boots from start_info, installs its trap
-//! table and event callbacks, keeps a VIRQ_TIMER tick, and runs a line-editing shell on the
+//! table and event callbacks, moves onto page tables of its own (pinned, switched to with
+//! `MMUEXT_NEW_BASEPTR`), keeps a VIRQ_TIMER tick, and runs a line-editing shell on the
 //! hypervisor console (input announced by VIRQ_CONSOLE, read with CONSOLEIO_read).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![deny(unsafe_code)]
@@ -13,6 +14,7 @@ mod kernel {
     use core::sync::atomic::{AtomicU64, Ordering};
 
     use dom0::{run_command, Host, HostError, Outcome, PhysInfo, PROMPT, VERSION};
+    use pv_guest::arch::mmu;
     use pv_guest::lineedit::{Event, LineEditor};
     use pv_guest::xen_abi::xen::{SIF_INITDOMAIN, SIF_PRIVILEGED, VIRQ_CONSOLE, VIRQ_TIMER};
     use pv_guest::{console, events, hypercall, println, sched, time, traps, StartInfo};
@@ -106,6 +108,7 @@ mod kernel {
             println!("dom0: warning: not started as the privileged initial domain");
         }
         must("set_trap_table", traps::install());
+        own_page_tables(si);
         must("callback registration", events::init());
         must("bind VIRQ_TIMER", events::bind_virq(VIRQ_TIMER, 0, on_tick));
         if let Err(e) = time::set_periodic(TICK_NS) {
@@ -118,6 +121,56 @@ mod kernel {
         events::enable();
         println!("dom0: ready, type 'help' for commands");
         shell(si)
+    }
+
+    /// Move off the builder's page tables onto a pinned copy of our own, as Linux does at
+    /// boot (`xen_setup_kernel_pagetable`): build the tree from free frames, make its frames
+    /// read-only, pin it, `MMUEXT_NEW_BASEPTR` to it, then unpin the builder's L4 and make
+    /// its frames ordinary RW memory again. Any refusal is reported and dom0 carries on, on
+    /// whichever tables it still has.
+    fn own_page_tables(si: &'static StartInfo) {
+        let info = match mmu::init(si) {
+            Ok(i) => i,
+            Err(e) => {
+                println!("dom0: memory manager: {e}; staying on the builder's page tables");
+                return;
+            }
+        };
+        println!(
+            "dom0: {} free frames (initial mapping up to pfn {:#x}, builder L4 mfn {:#x})",
+            info.free_frames, info.layout.mapped_end_pfn, info.l4_mfn
+        );
+        let space = match mmu::clone_current() {
+            Ok(s) => s,
+            Err(e) => {
+                println!("dom0: cannot build own page tables ({e}); staying on the builder's");
+                return;
+            }
+        };
+        if let Err(e) = mmu::switch_to(&space) {
+            println!("dom0: cannot switch to own page tables ({e}); staying on the builder's");
+            if let Err(e) = mmu::destroy(space) {
+                println!("dom0: releasing the unused tables: {e}");
+            }
+            return;
+        }
+        match mmu::release_boot_tables() {
+            Ok(rel) => {
+                if let Err(e) = rel.unpin {
+                    println!("dom0: unpinning the builder's L4: {e}");
+                }
+                println!(
+                    "dom0: {}/{} builder page-table frames returned to the allocator",
+                    rel.freed, rel.total
+                );
+            }
+            Err(e) => println!("dom0: releasing the builder's page tables: {e}"),
+        }
+        println!(
+            "dom0: running on its own pinned page tables (L4 mfn {:#x}, {} tables)",
+            space.l4_mfn(),
+            space.nr_tables()
+        );
     }
 
     fn shell(si: &'static StartInfo) -> ! {

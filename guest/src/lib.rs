@@ -9,6 +9,8 @@
 //! * [`events`], [`traps`], [`time`], [`sched`], [`console`]: Xen's 2-level events, the
 //!   virtual IDT, system time and timers, sched_op, console_io.
 //! * [`lineedit`]: a portable line editor for console shells.
+//! * [`mm`]: the portable half of the PV memory model (entries, frame allocator); the
+//!   hypercall half is [`arch::mmu`].
 //!
 //! A kernel links with `guest/link.ld`, invokes [`xen_elfnotes!`] and [`kernel_main!`], and
 //! gets `fn main(si: &'static StartInfo) -> !` called on its own 64 KiB stack with
@@ -23,6 +25,7 @@ pub mod arch;
 pub mod console;
 pub mod events;
 pub mod lineedit;
+pub mod mm;
 pub mod sched;
 #[allow(unsafe_code)]
 pub mod shared;

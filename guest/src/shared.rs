@@ -232,3 +232,29 @@ pub(crate) fn p2m_entry(mfn_list_va: u64, nr_pages: u64, pfn: u64) -> Option<u64
     let v = unsafe { core::ptr::read_volatile(addr as *const u64) };
     (v != u64::MAX).then_some(v)
 }
+
+/// Store `mfn` in entry `pfn` of the builder's p2m list (the guest owns its p2m: Xen never
+/// writes a PV guest's list). Returns false if `pfn` is out of range.
+pub(crate) fn set_p2m_entry(mfn_list_va: u64, nr_pages: u64, pfn: u64, mfn: u64) -> bool {
+    if mfn_list_va == 0 || !mfn_list_va.is_multiple_of(8) || pfn >= nr_pages {
+        return false;
+    }
+    let Some(addr) = pfn.checked_mul(8).and_then(|o| mfn_list_va.checked_add(o)) else {
+        return false;
+    };
+    // SAFETY: as in `p2m_entry`: the builder's p2m array is ordinary RAM mapped writable in
+    // our initial address space; `pfn` is in range and the slot is 8-aligned.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, mfn) };
+    true
+}
+
+/// Offset of `arch.max_pfn` in shared_info (ABI.md §1.6).
+const ARCH_MAX_PFN: usize = 3088;
+
+/// Write `shared_info.arch.max_pfn` (the size of our p2m, for tools; Xen's
+/// `XENMEM_maximum_gpfn` answers `max_pfn - 1` for a PV guest). Linux does this at boot.
+pub fn set_arch_max_pfn(max_pfn: u64) {
+    if let Some(a) = shared_u64(ARCH_MAX_PFN) {
+        a.store(max_pfn, Ordering::SeqCst);
+    }
+}

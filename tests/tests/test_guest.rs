@@ -64,6 +64,14 @@ fn userspace() -> Result<()> {
     expect_success("userspace")
 }
 
+/// The PV memory model: legal and illegal mmu_update / update_va_mapping / mmuext_op /
+/// memory_op / set_gdt / update_descriptor requests with Xen's errnos, and writable
+/// page-table emulation for each instruction form Linux uses.
+#[test]
+fn mmu() -> Result<()> {
+    expect_success("mmu")
+}
+
 /// The start of a crash: the report and the guest's registers.
 fn expect_crash_report(m: &mut Machine) -> Result<()> {
     m.expect(XEN_DOM0_CRASHED, RUN)?;

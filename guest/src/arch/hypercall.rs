@@ -20,6 +20,7 @@ use xen_abi::callback::{
 use xen_abi::event_channel as ev;
 use xen_abi::hypercall as nr;
 use xen_abi::hypercall::MulticallEntry;
+use xen_abi::memory::{XenMachphysMapping, XenMemoryReservation};
 use xen_abi::sched::{self, SchedPoll, SchedShutdown};
 use xen_abi::sysctl::{
     Sysctl, SysctlPhysinfo, SysctlReadconsole, SYSCTL_PHYSINFO, SYSCTL_READCONSOLE,
@@ -29,7 +30,8 @@ use xen_abi::vcpu::{
 };
 use xen_abi::version::{self, XenCompileInfo, XenFeatureInfo, XenPlatformParameters};
 use xen_abi::xen::{
-    MmuextOp, TrapInfo, CONSOLEIO_READ, CONSOLEIO_WRITE, MMUEXT_NEW_USER_BASEPTR, UVMF_INVLPG,
+    MmuUpdate, MmuextOp, TrapInfo, CONSOLEIO_READ, CONSOLEIO_WRITE, MMUEXT_NEW_USER_BASEPTR,
+    UVMF_INVLPG,
 };
 use xen_abi::{DomId, Errno};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
@@ -810,4 +812,237 @@ pub fn sysctl_physinfo() -> Result<SysctlPhysinfo> {
     // SAFETY: the hypervisor reads/writes the `Sysctl` only.
     check(unsafe { call(nr::SYSCTL, [&mut s as *mut Sysctl as u64, 0, 0, 0, 0]) })?;
     Ok(s.physinfo())
+}
+
+// ---------------------------------------------------------------------------------------
+// The PV memory hypercalls (ABI.md §2.1, §3.3): mmu_update (1), set_gdt (2),
+// update_descriptor (10), memory_op (12), multicall (13) with pointer arguments,
+// update_va_mapping (14), mmuext_op (26). Those that change the address space are unsafe:
+// the hypervisor keeps other domains safe, not our own Rust invariants. The safe layer is
+// [`super::mmu`].
+
+/// Outcome of a batched call (`mmu_update`, `mmuext_op`): the return value and how many
+/// requests the hypervisor reported as done through the `done` pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// RAX: 0, or the -errno of the first request that failed.
+    pub result: Result<u64>,
+    /// `*done`.
+    pub done: u32,
+}
+
+/// `mmu_update(reqs, count, &done, foreigndom)`.
+///
+/// # Safety
+/// Every request must leave the mappings the kernel relies on intact: a normal update
+/// may only change entries that no Rust reference or running code depends on.
+pub unsafe fn mmu_update(reqs: &[MmuUpdate], foreigndom: u32) -> Batch {
+    let Ok(count) = u32::try_from(reqs.len()) else {
+        return Batch {
+            result: Err(Error::local(Errno::EINVAL)),
+            done: 0,
+        };
+    };
+    let mut done = 0u32;
+    // SAFETY: the hypervisor reads `count` requests from `reqs` and writes one u32 to
+    // `done`; the effect of the requests is the caller's contract.
+    let ret = unsafe {
+        call(
+            nr::MMU_UPDATE,
+            [
+                reqs.as_ptr() as u64,
+                u64::from(count),
+                &mut done as *mut u32 as u64,
+                u64::from(foreigndom),
+                0,
+            ],
+        )
+    };
+    Batch {
+        result: check(ret),
+        done,
+    }
+}
+
+/// `mmuext_op(ops, count, &done, foreigndom)`.
+///
+/// # Safety
+/// As [`mmu_update`]: `NEW_BASEPTR` must name an L4 that maps the running kernel exactly
+/// as the current one does, and flushes/pins are harmless.
+pub unsafe fn mmuext_op(ops: &[MmuextOp], foreigndom: u32) -> Batch {
+    let Ok(count) = u32::try_from(ops.len()) else {
+        return Batch {
+            result: Err(Error::local(Errno::EINVAL)),
+            done: 0,
+        };
+    };
+    let mut done = 0u32;
+    // SAFETY: the hypervisor reads `count` ops and writes `done`; effects per the caller.
+    let ret = unsafe {
+        call(
+            nr::MMUEXT_OP,
+            [
+                ops.as_ptr() as u64,
+                u64::from(count),
+                &mut done as *mut u32 as u64,
+                u64::from(foreigndom),
+                0,
+            ],
+        )
+    };
+    Batch {
+        result: check(ret),
+        done,
+    }
+}
+
+/// One `mmuext_op` with `done` = NULL.
+///
+/// # Safety
+/// As [`mmuext_op`].
+pub unsafe fn mmuext_one(cmd: u32, arg1: u64, arg2: u64) -> Result<u64> {
+    let op = MmuextOp {
+        cmd,
+        pad: 0,
+        arg1,
+        arg2,
+    };
+    // SAFETY: the hypervisor reads one op; `done` is NULL; effects per the caller.
+    check(unsafe {
+        call(
+            nr::MMUEXT_OP,
+            [
+                &op as *const MmuextOp as u64,
+                1,
+                0,
+                u64::from(DomId::SELF.raw()),
+                0,
+            ],
+        )
+    })
+}
+
+/// `update_va_mapping(va, val, flags)`: replace the L1 entry of `va` in the current page
+/// tables.
+///
+/// # Safety
+/// Nothing the kernel relies on may live at `va` unless `val` maps the same frame with
+/// at least the same rights.
+pub unsafe fn update_va_mapping(va: u64, val: u64, flags: u64) -> Result<u64> {
+    // SAFETY: scalar arguments; the mapping change is the caller's contract.
+    check(unsafe { call(nr::UPDATE_VA_MAPPING, [va, val, flags, 0, 0]) })
+}
+
+/// `multicall(entries)` with any arguments; results land in `entries[i].result`.
+///
+/// # Safety
+/// Every entry must be safe to issue as its own hypercall (pointers valid for what the
+/// hypervisor reads and writes, address-space changes as in the functions above).
+pub unsafe fn multicall(entries: &mut [MulticallEntry]) -> Result<u64> {
+    let n = u32::try_from(entries.len()).map_err(|_| Error::local(Errno::EINVAL))?;
+    // SAFETY: the hypervisor reads and writes `n` entries; their effects per the caller.
+    check(unsafe {
+        call(
+            nr::MULTICALL,
+            [entries.as_mut_ptr() as u64, u64::from(n), 0, 0, 0],
+        )
+    })
+}
+
+/// `set_gdt(frames, entries)`: install the GDT of this vCPU from machine frames. Our
+/// kernels only ever load the hypervisor's flat selectors, so no loaded segment depends on
+/// the guest GDT.
+pub fn set_gdt(frames: &[u64], entries: u32) -> Result<u64> {
+    let need = entries.div_ceil(512) as usize;
+    if need > frames.len() {
+        return Err(Error::local(Errno::EINVAL));
+    }
+    // SAFETY: the hypervisor reads `ceil(entries / 512)` MFNs from `frames` (checked).
+    check(unsafe {
+        call(
+            nr::SET_GDT,
+            [frames.as_ptr() as u64, u64::from(entries), 0, 0, 0],
+        )
+    })
+}
+
+/// `update_descriptor(maddr, desc)`.
+///
+/// # Safety
+/// `maddr` may name any frame we own that is a descriptor page or an ordinary writable
+/// page: the 8 bytes there must not be memory the kernel relies on.
+pub unsafe fn update_descriptor(maddr: u64, desc: u64) -> Result<u64> {
+    // SAFETY: scalar arguments; the store is the caller's contract.
+    check(unsafe { call(nr::UPDATE_DESCRIPTOR, [maddr, desc, 0, 0, 0]) })
+}
+
+/// `memory_op(XENMEM_increase/decrease_reservation | populate_physmap)` for `DOMID_SELF`
+/// with `frames.len()` extents of order `order`. PV: decrease takes MFNs; populate takes
+/// PFNs and gets MFNs back; increase gets MFNs back. Returns the extents done.
+///
+/// Safe: a frame given back stays allocated while any mapping still references it.
+pub fn memory_reservation(cmd: u32, frames: &mut [u64], order: u32) -> Result<u64> {
+    let mut r = XenMemoryReservation::new_zeroed();
+    r.extent_start = frames.as_mut_ptr() as u64;
+    r.nr_extents = frames.len() as u64;
+    r.extent_order = order;
+    r.domid = DomId::SELF.raw();
+    // SAFETY: the hypervisor reads the reservation and reads/writes `nr_extents` u64s at
+    // `extent_start`, which is `frames`.
+    check(unsafe {
+        call(
+            nr::MEMORY_OP,
+            [
+                u64::from(cmd),
+                &mut r as *mut XenMemoryReservation as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+}
+
+/// `memory_op(cmd, &domid)` (current/maximum reservation, maximum_gpfn).
+pub fn memory_op_domid(cmd: u32, domid: u16) -> Result<u64> {
+    let mut d = domid;
+    check(op_struct(nr::MEMORY_OP, cmd, &mut d))
+}
+
+/// `memory_op(XENMEM_maximum_ram_page, NULL)`.
+pub fn maximum_ram_page() -> Result<u64> {
+    check(op_null(
+        nr::MEMORY_OP,
+        xen_abi::memory::XENMEM_MAXIMUM_RAM_PAGE,
+    ))
+}
+
+/// `memory_op(XENMEM_machphys_mapping)`.
+pub fn machphys_mapping() -> Result<XenMachphysMapping> {
+    let mut m = XenMachphysMapping::new_zeroed();
+    check(op_struct(
+        nr::MEMORY_OP,
+        xen_abi::memory::XENMEM_MACHPHYS_MAPPING,
+        &mut m,
+    ))?;
+    Ok(m)
+}
+
+/// `xen_version(XENVER_version)` always through an inline `syscall` (the benchmark's null
+/// hypercall), returning the raw RAX.
+pub fn null_hypercall_syscall() -> i64 {
+    // SAFETY: NULL argument; XENVER_version reads nothing.
+    unsafe {
+        syscall_only(
+            nr::XEN_VERSION,
+            [u64::from(version::XENVER_VERSION), 0, 0, 0, 0],
+        )
+    }
+}
+
+/// # Safety
+/// As [`syscall5`].
+unsafe fn syscall_only(op: u64, a: [u64; 5]) -> i64 {
+    // SAFETY: per the caller.
+    unsafe { call_on(Path::Syscall, op, a) }
 }

@@ -11,6 +11,7 @@
 
 pub mod cpu;
 pub mod hypercall;
+pub mod mmu;
 pub mod user;
 
 #[cfg(target_os = "none")]

@@ -1,7 +1,9 @@
 //! An XTF-style PV test kernel for rxen. `scenario=NAME` on its command line selects what to
 //! exercise: `hypercalls`, `exception`, `crash`, `timers`, `events`, `cpu` (forced-emulation
 //! cpuid, fpu_taskswitch/#NM, set_segment_base, `int $n`), `userspace` (iret to user mode,
-//! the syscall callback, entries from user mode). Each check prints
+//! the syscall callback, entries from user mode), `mmu` (the PV memory model: legal and
+//! illegal page-table updates, pinning, memory_op, GDT, writable page tables), `bench`
+//! (`BENCH <name> <value> <unit>` lines for `cargo xtask bench`). Each check prints
 //! `ok <what>` or `FAIL <what>: got <x>, expected <y>`; the run ends with exactly one
 //! `Test result: SUCCESS` / `Test result: FAILURE` and SCHEDOP_shutdown(poweroff) (except
 //! `crash`, which must be killed by the hypervisor).
@@ -50,10 +52,12 @@ mod kernel {
             Some("events") => scenarios::events::run(&mut r),
             Some("cpu") => scenarios::cpu::run(&mut r),
             Some("userspace") => scenarios::userspace::run(&mut r),
+            Some("mmu") => scenarios::mmu::run(&mut r),
+            Some("bench") => scenarios::bench::run(&mut r),
             Some(other) => r.fail(
                 "scenario",
                 other,
-                "hypercalls|exception|crash|timers|events|cpu|userspace",
+                "hypercalls|exception|crash|timers|events|cpu|userspace|mmu|bench",
             ),
             None => r.fail("scenario", "none on the command line", "scenario=NAME"),
         }

@@ -15,6 +15,12 @@ commands:
   test                  the full test suite: formatting, clippy, host unit tests, images, and
                         the QEMU system tests (under TCG)
   boot-time             median wall time from QEMU start to dom0's prompt
+  debian-kernel         download Debian bookworm's stock kernel (the linux-image-6.1.0-*-amd64
+                        that linux-image-amd64 depends on) into <target>/debian/ with apt-get,
+                        extract the ELF from its bzImage; print its path (and System.map's)
+  bench                 boot the test guest (scenario=bench) under TCG with -icount shift=0
+                        --runs N times (default 3; --verbose echoes the console) and print
+                        the benchmark table (medians, ratios to a call and a 4 KiB memcpy)
   help                  this text
 
 options for build, run and boot-time:
@@ -25,6 +31,7 @@ options for run:
                         guest runs under it, else TCG)
   --icount              deterministic virtual time: QEMU's `-icount shift=0` (TCG only)
   --timeout SECONDS     stop QEMU after this long and fail
+  --memory MIB          the machine's RAM (default 512)
   --dom0-kernel FILE    boot FILE (any Xen PV kernel) as dom0 instead of rxen's dom0
   --dom0-ramdisk FILE   dom0's ramdisk (second multiboot module)
   --dom0-cmdline STR    dom0's command line (default: \"console=hvc0\")
@@ -35,6 +42,11 @@ options for run:
 options for test:
   --no-lint             skip `cargo fmt --check` and clippy
   -- ARGS               passed to the system tests' test binaries (e.g. `-- shell`)
+
+options for debian-kernel:
+  --package NAME        this kernel package instead of linux-image-amd64's dependency
+  --dbg                 also fetch NAME-dbg (~860 MB) for the real System.map and an
+                        unstripped vmlinux (Debian's boot/System.map-* is a stub)
 
 options for boot-time:
   --runs N              number of boots (default 5)
@@ -108,6 +120,8 @@ pub struct RunOpts {
     pub icount: bool,
     /// Wall-clock limit in seconds.
     pub timeout: Option<f64>,
+    /// The machine's RAM in MiB; `None` means the harness's default.
+    pub memory_mib: Option<u32>,
     /// Kernel booted as dom0 instead of rxen's dom0.
     pub dom0_kernel: Option<PathBuf>,
     /// dom0's ramdisk.
@@ -140,6 +154,15 @@ pub struct BootTimeOpts {
     pub accel: Option<AccelChoice>,
 }
 
+/// `cargo xtask debian-kernel` options.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct DebianKernelOpts {
+    /// The kernel package (`--package`); `None`: what `linux-image-amd64` depends on.
+    pub package: Option<String>,
+    /// Also the `-dbg` package's System.map and unstripped vmlinux.
+    pub dbg: bool,
+}
+
 /// A parsed command line.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cmd {
@@ -151,6 +174,10 @@ pub enum Cmd {
     Test(TestOpts),
     /// `boot-time`
     BootTime(BootTimeOpts),
+    /// `debian-kernel`
+    DebianKernel(DebianKernelOpts),
+    /// `bench`
+    Bench(crate::bench::BenchOpts),
     /// `help`, `-h`, `--help`
     Help,
 }
@@ -223,6 +250,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                 accel: None,
                 icount: false,
                 timeout: None,
+                memory_mib: None,
                 dom0_kernel: None,
                 dom0_ramdisk: None,
                 dom0_cmdline: None,
@@ -248,6 +276,18 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                             .filter(|s| s.is_finite() && *s > 0.0)
                             .ok_or_else(|| format!("--timeout: `{v}` is not a positive number"))?;
                         o.timeout = Some(secs);
+                    }
+                    "--memory" => {
+                        let v = args.value(&opt)?;
+                        // QEMU needs a few MiB; more than 1 TiB is a typo.
+                        let mib = v
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|m| (16..=1 << 20).contains(m))
+                            .ok_or_else(|| {
+                                format!("--memory: `{v}` is not a size in MiB (16 or more)")
+                            })?;
+                        o.memory_mib = Some(mib);
                     }
                     "--dom0-kernel" => o.dom0_kernel = Some(args.value(&opt)?.into()),
                     "--dom0-ramdisk" => o.dom0_ramdisk = Some(args.value(&opt)?.into()),
@@ -303,6 +343,21 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
             }
             Ok(Cmd::BootTime(o))
         }
+        "bench" => crate::bench::parse_opts(args.it).map(Cmd::Bench),
+        "debian-kernel" => {
+            let mut o = DebianKernelOpts::default();
+            while let Some(opt) = args.next_opt() {
+                match opt.as_str() {
+                    "--package" => o.package = Some(args.value(&opt)?),
+                    "--dbg" => {
+                        args.no_value(&opt)?;
+                        o.dbg = true;
+                    }
+                    _ => return Err(unknown("debian-kernel", &opt)),
+                }
+            }
+            Ok(Cmd::DebianKernel(o))
+        }
         other => Err(format!("unknown command `{other}`")),
     }
 }
@@ -340,6 +395,7 @@ mod tests {
         assert_eq!(o.accel, None);
         assert!(!o.icount);
         assert_eq!(o.timeout, None);
+        assert_eq!(o.memory_mib, None);
         assert_eq!(o.dom0_kernel, None);
         assert_eq!(o.dom0_cmdline, None);
         assert_eq!(o.xen_cmdline, None);
@@ -353,6 +409,8 @@ mod tests {
             "--accel",
             "kvm",
             "--timeout=30",
+            "--memory",
+            "1024",
             "--dom0-kernel",
             "/boot/vmlinuz",
             "--dom0-ramdisk=/boot/initrd.img",
@@ -363,6 +421,7 @@ mod tests {
         ]);
         assert_eq!(o.accel, Some(AccelChoice::Fixed(Accel::Kvm)));
         assert_eq!(o.timeout, Some(30.0));
+        assert_eq!(o.memory_mib, Some(1024));
         assert_eq!(o.dom0_kernel, Some(PathBuf::from("/boot/vmlinuz")));
         assert_eq!(o.dom0_ramdisk, Some(PathBuf::from("/boot/initrd.img")));
         assert_eq!(
@@ -394,6 +453,8 @@ mod tests {
         assert!(err(&["run", "--timeout", "-1"]).contains("positive"));
         assert!(err(&["run", "--timeout", "soon"]).contains("positive"));
         assert!(err(&["run", "--timeout", "0"]).contains("positive"));
+        assert!(err(&["run", "--memory", "8"]).contains("MiB"));
+        assert!(err(&["run", "--memory", "1G"]).contains("MiB"));
         assert!(err(&["run", "--icount", "--accel", "kvm"]).contains("TCG"));
         assert!(err(&["run", "--icount=yes"]).contains("no value"));
         assert!(err(&["run", "--kernel", "x"]).contains("unknown option"));
@@ -428,6 +489,27 @@ mod tests {
             }))
         );
         assert!(p(&["boot-time", "--runs", "0"]).is_err());
+    }
+
+    #[test]
+    fn debian_kernel() {
+        assert_eq!(
+            p(&["debian-kernel"]),
+            Ok(Cmd::DebianKernel(DebianKernelOpts::default()))
+        );
+        assert_eq!(
+            p(&[
+                "debian-kernel",
+                "--dbg",
+                "--package=linux-image-6.1.0-56-amd64"
+            ]),
+            Ok(Cmd::DebianKernel(DebianKernelOpts {
+                package: Some("linux-image-6.1.0-56-amd64".into()),
+                dbg: true,
+            }))
+        );
+        assert!(p(&["debian-kernel", "--debug"]).is_err());
+        assert!(p(&["debian-kernel", "--dbg=yes"]).is_err());
     }
 
     #[test]

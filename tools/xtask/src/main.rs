@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod bench;
+mod debian;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -74,6 +76,10 @@ fn main() -> ExitCode {
         Cmd::Run(opts) => run(&opts),
         Cmd::Test(opts) => test(&opts),
         Cmd::BootTime(opts) => boot_time(&opts),
+        Cmd::Bench(o) => bench::bench(&o),
+        Cmd::DebianKernel(o) => {
+            debian::debian_kernel(o.package.as_deref(), o.dbg).map(|k| k.print())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -308,6 +314,9 @@ fn run(opts: &RunOpts) -> Outcome {
         cfg.dom0_cmdline = s.clone();
     }
     cfg.ramdisk = opts.dom0_ramdisk.clone();
+    if let Some(mib) = opts.memory_mib {
+        cfg.memory_mib = mib;
+    }
     cfg.accel = accel;
     cfg.icount = opts.icount;
     let reset_log = scratch_dir().join(format!("cpu_reset-{}.log", std::process::id()));

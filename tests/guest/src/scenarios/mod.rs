@@ -1,10 +1,12 @@
 //! The test scenarios, one per `scenario=` value.
 
+pub mod bench;
 pub mod cpu;
 pub mod crash;
 pub mod events;
 pub mod exception;
 pub mod hypercalls;
+pub mod mmu;
 pub mod timers;
 pub mod userspace;
 
