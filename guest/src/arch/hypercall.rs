@@ -1003,6 +1003,37 @@ pub fn memory_reservation(cmd: u32, frames: &mut [u64], order: u32) -> Result<u6
     })
 }
 
+/// `memory_op(XENMEM_exchange)` for `DOMID_SELF`, 4 KiB extents: gives up the frames
+/// (MFNs) in `input` and gets new frames at the PFNs in `output`, whose MFNs are written
+/// back into `output`. Returns (result, nr_exchanged).
+pub fn memory_exchange(input: &mut [u64], output: &mut [u64]) -> (Result<u64>, u64) {
+    let mut x = [0u64; 9];
+    let mut r_in = XenMemoryReservation::new_zeroed();
+    r_in.extent_start = input.as_mut_ptr() as u64;
+    r_in.nr_extents = input.len() as u64;
+    r_in.domid = DomId::SELF.raw();
+    let mut r_out = r_in;
+    r_out.extent_start = output.as_mut_ptr() as u64;
+    r_out.nr_extents = output.len() as u64;
+    x[..4].copy_from_slice(<[u64; 4]>::ref_from_bytes(r_in.as_bytes()).map_or(&[0; 4], |a| a));
+    x[4..8].copy_from_slice(<[u64; 4]>::ref_from_bytes(r_out.as_bytes()).map_or(&[0; 4], |a| a));
+    // SAFETY: the hypervisor reads the two reservations, reads `input`, reads and writes
+    // `output` (both live slices of the given lengths) and writes `nr_exchanged` (x[8]).
+    let r = check(unsafe {
+        call(
+            nr::MEMORY_OP,
+            [
+                u64::from(xen_abi::memory::XENMEM_EXCHANGE),
+                x.as_mut_ptr() as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+    });
+    (r, x[8])
+}
+
 /// `memory_op(cmd, &domid)` (current/maximum reservation, maximum_gpfn).
 pub fn memory_op_domid(cmd: u32, domid: u16) -> Result<u64> {
     let mut d = domid;

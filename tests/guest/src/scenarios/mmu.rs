@@ -693,6 +693,48 @@ fn batch(r: &mut Report) {
     }
 }
 
+/// XENMEM_exchange: a frame nothing references is traded for a new one at the same pfn;
+/// a frame that is still mapped cannot be (Xen's steal_page refuses it: -EINVAL).
+fn exchange(r: &mut Report) {
+    let Ok(x) = mmu::alloc_frame(Pool::Unmapped) else {
+        r.fail("exchange frame", "none", "frame");
+        return;
+    };
+    let (old, pfn) = (x.mfn(), x.pfn());
+    let (mut input, mut output) = ([old], [pfn]);
+    let (res, n) = hc::memory_exchange(&mut input, &mut output);
+    r.eq("exchange of an unreferenced frame → 0", rc(res), Rc(0));
+    r.eq("... nr_exchanged 1", n, 1);
+    if res != Ok(0) {
+        mmu::free_frame(x);
+        return;
+    }
+    let new = output[0];
+    r.check(
+        new != old,
+        "... a different frame comes back",
+        new,
+        "not the old one",
+    );
+    r.eq("... M2P[new] = pfn", m2p(new), Some(pfn));
+    mmu::set_p2m(pfn, new);
+    let x = x.with_mfn(new);
+    match mmu::map(x.mfn(), true) {
+        Ok(m) => {
+            let (res, n) = hc::memory_exchange(&mut [x.mfn()], &mut [pfn]);
+            r.eq(
+                "exchange of a mapped frame → -EINVAL",
+                rc(res),
+                err(Errno::EINVAL),
+            );
+            r.eq("... nr_exchanged 0", n, 0);
+            let _ = mmu::unmap(m);
+        }
+        Err(_) => r.fail("map the exchanged frame", "error", "0"),
+    }
+    mmu::free_frame(x);
+}
+
 fn reservations(r: &mut Report) {
     // u64::MAX when the query fails (a failing check shows it).
     let cur = || hc::memory_op_domid(XENMEM_CURRENT_RESERVATION, SELF).unwrap_or(u64::MAX);
@@ -744,6 +786,7 @@ fn reservations(r: &mut Report) {
         Err(_) => r.fail("map the populated frame", "error", "0"),
     }
     mmu::free_frame(x);
+    exchange(r);
     // increase_reservation past max_pages: make room for two, ask for room + 2.
     let max = hc::memory_op_domid(XENMEM_MAXIMUM_RESERVATION, SELF).unwrap_or(0);
     let (Ok(b), Ok(c)) = (

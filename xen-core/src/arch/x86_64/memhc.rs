@@ -365,6 +365,9 @@ pub(super) fn update_descriptor(ctx: &mut Ctx, maddr: u64, desc: u64) -> HcResul
     Ok(0)
 }
 
+/// Highest pseudo-physical frame a domain may populate (the p2m kept here is dense).
+const MAX_GPFN: u64 = 1 << 32;
+
 /// Which extent a continued reservation op resumes at (Xen's MEMOP_EXTENT_SHIFT).
 const MEMOP_EXTENT_SHIFT: u32 = 6;
 
@@ -376,6 +379,7 @@ pub(super) fn memory_op(ctx: &mut Ctx, f: &mut TrapFrame, cmd: u64, arg: u64) ->
         m::XENMEM_INCREASE_RESERVATION
         | m::XENMEM_DECREASE_RESERVATION
         | m::XENMEM_POPULATE_PHYSMAP => reservation(ctx, f, op, start_extent, arg),
+        m::XENMEM_EXCHANGE => exchange(ctx, f, arg),
         _ => Outcome::Return(memory_info(ctx, op, start_extent, arg)),
     }
 }
@@ -420,23 +424,105 @@ fn reservation(ctx: &mut Ctx, f: &mut TrapFrame, op: u32, start_extent: u64, arg
     Outcome::Return(Ok(i as i64))
 }
 
-/// Gives domain `d` one more frame, at pseudo-physical `gpfn` if given (populate_physmap).
-fn grow(d: &mut Domain, gpfn: Option<u64>) -> Result<Mfn, Errno> {
-    if let Some(g) = gpfn {
-        // The p2m kept here is dense; refuse absurd frame numbers.
-        if g > (1 << 32) {
+/// `XENMEM_exchange` (`struct xen_memory_exchange`: in, out, nr_exchanged): trade the
+/// caller's frames listed in `in` for fresh ones placed at the pseudo-physical frames
+/// listed in `out`, whose MFNs are written back. Only 4 KiB extents. Progress is kept
+/// in `nr_exchanged`, which also makes the call restartable.
+fn exchange(ctx: &mut Ctx, f: &mut TrapFrame, arg: u64) -> Outcome {
+    let run = |ctx: &mut Ctx, f: &mut TrapFrame| -> Result<Option<()>, Errno> {
+        let input: m::XenMemoryReservation = guestmem::read(arg)?;
+        let output: m::XenMemoryReservation = guestmem::read(arg + 32)?;
+        let mut done: u64 = guestmem::read(arg + 64)?;
+        if input.extent_order != 0
+            || output.extent_order != 0
+            || input.nr_extents != output.nr_extents
+        {
             return Err(Errno::EINVAL);
         }
+        if input.domid != output.domid {
+            return Err(Errno::EINVAL);
+        }
+        let ti = resolve(ctx, DomId::new(input.domid))?;
+        let started = time::now();
+        while done < input.nr_extents {
+            if should_preempt(ctx, started) {
+                guestmem::write(arg + 64, &done)?;
+                let _ = f;
+                return Ok(None);
+            }
+            let old = Mfn::new(guestmem::read::<u64>(
+                input.extent_start.wrapping_add(done * 8),
+            )?);
+            let gpfn: u64 = guestmem::read(output.extent_start.wrapping_add(done * 8))?;
+            if gpfn > MAX_GPFN {
+                return Err(Errno::EINVAL);
+            }
+            let d = &mut ctx.hv.domains[ti];
+            let id = d.id;
+            // Only a frame nothing else references may be traded (Xen's steal_page).
+            let stealable = pv::with(|p, _| {
+                p.page(old).is_some_and(|pi| {
+                    pi.owner == crate::pvmm::Owner::Dom(id)
+                        && pi.allocated
+                        && pi.count == 1
+                        && pi.type_count == 0
+                        && !pi.special
+                })
+            });
+            if !stealable {
+                guestmem::write(arg + 64, &done)?;
+                return Err(Errno::EINVAL);
+            }
+            // Take the new frame off the free list before the old one goes back to it,
+            // so that the two differ (Xen frees the stolen frames only after assigning
+            // the new ones).
+            let new = FRAMES
+                .lock()
+                .alloc(id, mm::FrameUse::Guest)
+                .ok_or(Errno::ENOMEM)?;
+            if let Err(e) = shrink(d, old) {
+                FRAMES.lock().free(new);
+                guestmem::write(arg + 64, &done)?;
+                return Err(e);
+            }
+            if let Err(e) = pv::with(|p, _| p.assign(new, id)) {
+                FRAMES.lock().free(new);
+                return Err(e);
+            }
+            mm::set_m2p(new, gpfn);
+            place(d, gpfn, new);
+            guestmem::write(output.extent_start.wrapping_add(done * 8), &new.raw())?;
+            done += 1;
+        }
+        guestmem::write(arg + 64, &done)?;
+        Ok(Some(()))
+    };
+    match run(ctx, f) {
+        Ok(Some(())) => Outcome::Return(Ok(0)),
+        Ok(None) => Outcome::Continue,
+        Err(e) => Outcome::Return(Err(e)),
+    }
+}
+
+/// Gives domain `d` one more frame, at pseudo-physical `gpfn` if given (populate_physmap).
+fn grow(d: &mut Domain, gpfn: Option<u64>) -> Result<Mfn, Errno> {
+    if gpfn.is_some_and(|g| g > MAX_GPFN) {
+        return Err(Errno::EINVAL);
     }
     let mfn = pv::alloc_domain_frame(d.id)?;
     let pfn = gpfn.unwrap_or(d.p2m.len() as u64);
     mm::set_m2p(mfn, pfn);
+    place(d, pfn, mfn);
+    Ok(mfn)
+}
+
+/// Records `mfn` at `pfn` in the domain's p2m.
+fn place(d: &mut Domain, pfn: u64, mfn: Mfn) {
     let idx = pfn as usize;
     if idx >= d.p2m.len() {
         d.p2m.resize(idx + 1, Mfn::new(u64::MAX));
     }
     d.p2m[idx] = mfn;
-    Ok(mfn)
 }
 
 /// Takes frame `mfn` away from domain `d` (decrease_reservation).
