@@ -49,6 +49,7 @@ macro_rules! zeroed_default {
 }
 
 pub mod callback;
+pub mod domctl;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
