@@ -72,6 +72,13 @@ fn mmu() -> Result<()> {
     expect_success("mmu")
 }
 
+/// domctl from dom0: create, query, pause, destroy with Xen's errors; every frame a
+/// domain held returns to the free pool, also over 100 create/destroy cycles.
+#[test]
+fn domctl() -> Result<()> {
+    expect_success("domctl")
+}
+
 /// The start of a crash: the report and the guest's registers.
 fn expect_crash_report(m: &mut Machine) -> Result<()> {
     m.expect(XEN_DOM0_CRASHED, RUN)?;

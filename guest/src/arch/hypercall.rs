@@ -202,7 +202,7 @@ unsafe fn call_on(path: Path, op: u64, a: [u64; 5]) -> i64 {
 
 /// # Safety
 /// As [`syscall5`].
-unsafe fn call(op: u64, a: [u64; 5]) -> i64 {
+pub(crate) unsafe fn call(op: u64, a: [u64; 5]) -> i64 {
     // SAFETY: per the caller.
     unsafe { call_on(default_path(), op, a) }
 }

@@ -10,6 +10,7 @@
 //!   `iret` hypercall) as described in ../shared/ABI.md §1.4–1.11.
 
 pub mod cpu;
+pub mod domctl;
 pub mod hypercall;
 pub mod mmu;
 pub mod user;

@@ -54,10 +54,11 @@ mod kernel {
             Some("userspace") => scenarios::userspace::run(&mut r),
             Some("mmu") => scenarios::mmu::run(&mut r),
             Some("bench") => scenarios::bench::run(&mut r),
+            Some("domctl") => scenarios::domctl::run(&mut r),
             Some(other) => r.fail(
                 "scenario",
                 other,
-                "hypercalls|exception|crash|timers|events|cpu|userspace|mmu|bench",
+                "hypercalls|exception|crash|timers|events|cpu|userspace|mmu|bench|domctl",
             ),
             None => r.fail("scenario", "none on the command line", "scenario=NAME"),
         }

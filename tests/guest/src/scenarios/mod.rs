@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod crash;
+pub mod domctl;
 pub mod events;
 pub mod exception;
 pub mod hypercalls;

@@ -179,6 +179,9 @@ pub fn build(
         shutdown: None,
         shutdown_code: None,
         vm_assist: 0,
+        paused: false,
+        ioports: Vec::new(),
+        irqs: Vec::new(),
     };
     d.mask_all_upcalls();
     d.vcpus[0].update_time();

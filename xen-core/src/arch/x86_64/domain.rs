@@ -335,6 +335,12 @@ pub struct Domain {
     pub shutdown_code: Option<u32>,
     /// Enabled VM assists (bit per VMASST_TYPE_*).
     pub vm_assist: u64,
+    /// Paused by the toolstack (`DOMCTL_pausedomain`): no vCPU is scheduled.
+    pub paused: bool,
+    /// I/O port ranges `[start, end)` it may use (`DOMCTL_ioport_permission`).
+    pub ioports: Vec<(u32, u32)>,
+    /// Physical IRQs it may bind (`DOMCTL_irq_permission`).
+    pub irqs: Vec<u32>,
 }
 
 impl Domain {

@@ -161,6 +161,7 @@ fn simple(ctx: &mut Ctx, f: &mut TrapFrame, number: u64, a: [u64; 5]) -> HcResul
         nr::CALLBACK_OP => callback_op(ctx, a[0] as u32, a[1]),
         nr::EVENT_CHANNEL_OP => event_channel_op(ctx, a[0] as u32, a[1]),
         nr::SYSCTL => sysctl(ctx, a[0]),
+        nr::DOMCTL => super::domctl::domctl(ctx, a[0]),
         nr::PHYSDEV_OP => physdev_op(ctx, a[0] as u32, a[1]),
         nr::SET_DEBUGREG => set_debugreg(ctx, a[0], a[1]),
         nr::GET_DEBUGREG => get_debugreg(ctx, a[0]),
@@ -745,15 +746,16 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
         ec::EVTCHNOP_ALLOC_UNBOUND => {
             let mut a: ec::EvtchnAllocUnbound = guestmem::read(arg)?;
             let dom = DomId::new(a.dom);
-            if dom != DomId::SELF && dom != me {
-                return Err(if ctx.privileged() {
-                    Errno::ESRCH
-                } else {
-                    Errno::EPERM
-                });
-            }
-            let port = ctx
-                .dom()
+            // The toolstack (privileged) allocates the store and console ports in a new
+            // domain, for itself as the remote end.
+            let ti = if dom == DomId::SELF || dom == me {
+                ctx.di
+            } else if ctx.privileged() {
+                ctx.hv.find(dom).ok_or(Errno::ESRCH)?
+            } else {
+                return Err(Errno::EPERM);
+            };
+            let port = ctx.hv.domains[ti]
                 .evtchn
                 .alloc_unbound(DomId::new(a.remote_dom), me)?;
             a.port = port.raw();

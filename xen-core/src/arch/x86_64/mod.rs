@@ -11,6 +11,7 @@ pub mod console;
 pub mod cpu;
 pub mod dom0;
 pub mod domain;
+pub mod domctl;
 pub mod frame;
 pub mod gdt;
 pub mod guestmem;

@@ -253,7 +253,7 @@ fn pick_runnable(hv: &Hypervisor) -> Option<(usize, usize)> {
         .map(|i| flat[(start + i) % flat.len()])
         .find(|&(di, vi)| {
             let d = &hv.domains[di];
-            d.shutdown.is_none() && d.vcpus[vi].state == RunState::Runnable
+            d.shutdown.is_none() && !d.paused && d.vcpus[vi].state == RunState::Runnable
         })
 }
 
@@ -264,7 +264,7 @@ pub fn exit_to_guest(f: &mut TrapFrame) {
         let mut hv = HV.lock();
         let cur_ok = hv.current.is_some_and(|(di, vi)| {
             let d = &hv.domains[di];
-            d.shutdown.is_none() && d.vcpus[vi].state == RunState::Runnable
+            d.shutdown.is_none() && !d.paused && d.vcpus[vi].state == RunState::Runnable
         });
         let next = if cur_ok {
             hv.current
@@ -423,9 +423,13 @@ fn guest_exception(f: &mut TrapFrame) {
         }
     }
     if vector == 13 && f.error_code == 0 && hv.domains[di].vcpus[vi].in_kernel {
-        let privileged = hv.domains[di].privileged;
-        let v = &mut hv.domains[di].vcpus[vi];
-        if emulate_privileged(v, privileged, f) {
+        let d = &mut hv.domains[di];
+        let ports = PortAccess {
+            all: d.privileged,
+            ranges: d.ioports.clone(),
+        };
+        let v = &mut d.vcpus[vi];
+        if emulate_privileged(v, &ports, f) {
             return;
         }
     }
@@ -503,7 +507,7 @@ fn int80(f: &mut TrapFrame) {
 /// hypervisor supports so far: `rdmsr`/`wrmsr` of the segment-base MSRs (Linux writes
 /// GS_BASE in its first instructions) and reads of EFER. Returns true if handled;
 /// everything else is bounced to the guest as #GP, as Xen does for unknown MSRs.
-fn emulate_privileged(v: &mut Vcpu, privileged: bool, f: &mut TrapFrame) -> bool {
+fn emulate_privileged(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool {
     let mut insn = [0u8; 2];
     if guestmem::copy_from_guest(f.rip, &mut insn).is_err() {
         return false;
@@ -551,7 +555,7 @@ fn emulate_privileged(v: &mut Vcpu, privileged: bool, f: &mut TrapFrame) -> bool
             f.rax = value & 0xffff_ffff;
             f.rdx = value >> 32;
         }
-        _ => return emulate_cr_access(v, f) || (privileged && emulate_port_io(v, f)),
+        _ => return emulate_cr_access(v, f) || emulate_port_io(v, ports, f),
     }
     f.rip += 2;
     true
@@ -564,9 +568,25 @@ fn port_reserved(port: u16) -> bool {
     matches!(port, 0x20..=0x21 | 0xa0..=0xa1 | 0x40..=0x43 | 0x61 | 0x70..=0x71 | 0x3f8..=0x3ff | 0xf4 | 0x604 | 0xcf9)
 }
 
-/// `in`/`out` from a guest kernel whose virtual IOPL allows it (PHYSDEVOP_set_iopl); the
-/// caller admits only the hardware domain. Others get #GP as on hardware.
-fn emulate_port_io(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
+/// The I/O ports a domain may use: all (the hardware domain) or the ranges the toolstack
+/// granted (`DOMCTL_ioport_permission`).
+struct PortAccess {
+    all: bool,
+    ranges: alloc::vec::Vec<(u32, u32)>,
+}
+
+impl PortAccess {
+    fn allows(&self, port: u16, size: u16) -> bool {
+        self.all || {
+            let (s, e) = (u32::from(port), u32::from(port) + u32::from(size));
+            self.ranges.iter().any(|&(a, b)| a <= s && e <= b)
+        }
+    }
+}
+
+/// `in`/`out` from a guest kernel whose virtual IOPL allows it (PHYSDEVOP_set_iopl), on
+/// ports its domain may use. Others get #GP as on hardware.
+fn emulate_port_io(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool {
     if v.iopl < 1 {
         return false;
     }
@@ -595,6 +615,9 @@ fn emulate_port_io(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
         (_, true) => 2,
         _ => 4,
     };
+    if !ports.allows(port, size) {
+        return false;
+    }
     let is_in = opcode & 2 == 0;
     let reserved = (0..size).any(|i| port_reserved(port.wrapping_add(i)));
     if is_in {
