@@ -23,15 +23,19 @@
 #[allow(unsafe_code)]
 pub mod arch;
 pub mod console;
+pub mod console_ring;
 pub mod events;
 pub mod lineedit;
 pub mod mm;
 pub mod sched;
 #[allow(unsafe_code)]
 pub mod shared;
+#[allow(unsafe_code)]
+pub mod shared_page;
 pub mod start;
 pub mod time;
 pub mod traps;
+pub mod xenbus;
 
 pub use arch::hypercall;
 pub use xen_abi;

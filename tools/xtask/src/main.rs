@@ -31,6 +31,7 @@ const BARE_METAL_CRATES: &[&str] = &[
     "domain-builder",
     "dom0",
     "rxen-test-guest",
+    "domu",
 ];
 
 /// Exit status for a `--timeout` that expired (as timeout(1)).
@@ -144,6 +145,8 @@ struct Images {
     xen: PathBuf,
     dom0: PathBuf,
     test_guest: PathBuf,
+    /// The Rust domU kernel, for dom0's ramdisk.
+    domu: PathBuf,
 }
 
 impl Images {
@@ -151,10 +154,11 @@ impl Images {
         println!("xen        {}", self.xen.display());
         println!("dom0       {}", self.dom0.display());
         println!("test-guest {}", self.test_guest.display());
+        println!("domu       {}", self.domu.display());
     }
 }
 
-/// Builds the hypervisor, dom0 and the test guest for bare metal.
+/// Builds the hypervisor, dom0, the test guest and the domU kernel for bare metal.
 fn build(profile: Profile) -> Outcome<Images> {
     let mut cmd = cargo();
     cmd.args(["build", "--target", TARGET]);
@@ -174,6 +178,10 @@ fn build(profile: Profile) -> Outcome<Images> {
         "rxen-test-guest",
         "--bin",
         "test-guest",
+        "-p",
+        "domu",
+        "--bin",
+        "domu",
     ]);
     exec("building the images", &mut cmd)?;
     let dir = target_dir().join(TARGET).join(profile.dir());
@@ -181,8 +189,9 @@ fn build(profile: Profile) -> Outcome<Images> {
         xen: dir.join("xen"),
         dom0: dir.join("dom0"),
         test_guest: dir.join("test-guest"),
+        domu: dir.join("domu"),
     };
-    for image in [&images.xen, &images.dom0, &images.test_guest] {
+    for image in [&images.xen, &images.dom0, &images.test_guest, &images.domu] {
         if !image.is_file() {
             return Err(Failure::new(format!(
                 "cargo built, but {} is missing",
@@ -421,7 +430,8 @@ fn test(opts: &TestOpts) -> Outcome {
         cmd.args(["test", "-p", "rxen-tests"])
             .env("RXEN_XEN", &images.xen)
             .env("RXEN_DOM0", &images.dom0)
-            .env("RXEN_TEST_GUEST", &images.test_guest);
+            .env("RXEN_TEST_GUEST", &images.test_guest)
+            .env("RXEN_DOMU", &images.domu);
         if !opts.test_args.is_empty() {
             cmd.arg("--").args(&opts.test_args);
         }
