@@ -424,6 +424,10 @@ pub struct Hypervisor {
     pub options: crate::cmdline::Options,
     /// Serial input arrived and dom0 must be told (VIRQ_CONSOLE).
     pub console_input_pending: bool,
+    /// When the running vCPU's time slice began.
+    pub slice_start: u64,
+    /// `SCHEDOP_yield`: give the CPU to another runnable vCPU at the next exit.
+    pub yield_requested: bool,
 }
 
 /// The hypervisor's state. The hypervisor runs with interrupts off on one CPU, so the
@@ -438,6 +442,8 @@ pub static HV: Mutex<Hypervisor> = Mutex::new(Hypervisor {
         dom0_mem_kib: None,
     },
     console_input_pending: false,
+    slice_start: 0,
+    yield_requested: false,
 });
 
 impl Hypervisor {

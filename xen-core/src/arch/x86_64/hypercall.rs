@@ -280,7 +280,10 @@ fn iret(ctx: &mut Ctx, f: &mut TrapFrame) -> Outcome {
 fn sched_op(ctx: &mut Ctx, f: &mut TrapFrame, cmd: u32, arg: u64) -> Outcome {
     use xen_abi::sched as s;
     let r = match cmd {
-        s::SCHEDOP_YIELD => Ok(0),
+        s::SCHEDOP_YIELD => {
+            ctx.hv.yield_requested = true;
+            Ok(0)
+        }
         s::SCHEDOP_BLOCK => {
             // Blocking enables event delivery; an upcall already pending wakes at once.
             let v = ctx.vcpu();

@@ -19,6 +19,10 @@ const RFLAGS_AC: u64 = 1 << 18;
 const RFLAGS_VM: u64 = 1 << 17;
 const RFLAGS_IOPL: u64 = 3 << 12;
 
+/// Time slice of a vCPU when others are runnable (Xen's credit scheduler uses 30 ms;
+/// rxen keeps consoles responsive under TCG with 10 ms).
+const SLICE_NS: u64 = 10_000_000;
+
 /// Exceptions that push an error code.
 fn has_error_code(vector: u64) -> bool {
     matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
@@ -263,14 +267,27 @@ pub fn exit_to_guest(f: &mut TrapFrame) {
     loop {
         let mut hv = HV.lock();
         let cur_ok = hv.current.is_some_and(|(di, vi)| {
-            let d = &hv.domains[di];
-            d.shutdown.is_none() && !d.paused && d.vcpus[vi].state == RunState::Runnable
+            hv.domains.get(di).is_some_and(|d| {
+                d.shutdown.is_none()
+                    && !d.paused
+                    && d.vcpus
+                        .get(vi)
+                        .is_some_and(|v| v.state == RunState::Runnable)
+            })
         });
-        let next = if cur_ok {
+        // Round robin: the running vCPU keeps the CPU until it blocks, yields or has used
+        // its time slice while another vCPU waits.
+        let now = time::now();
+        let rotate = hv.yield_requested || now.saturating_sub(hv.slice_start) >= SLICE_NS;
+        hv.yield_requested = false;
+        let next = if cur_ok && !rotate {
             hv.current
         } else {
-            pick_runnable(&hv)
+            pick_runnable(&hv).or(if cur_ok { hv.current } else { None })
         };
+        if next != hv.current || rotate {
+            hv.slice_start = now;
+        }
         match next {
             Some((di, vi)) => {
                 switch_to(&mut hv, f, di, vi);
