@@ -6,6 +6,14 @@
 
 use core::fmt::Write;
 
+// toolstack (xl, xl.cfg, domain builder, console backend, dom0's ramdisk):
+extern crate alloc;
+pub mod cfg;
+pub mod consback;
+pub mod cpio;
+pub mod xl;
+// end toolstack
+
 /// The prompt printed before each command.
 pub const PROMPT: &str = "dom0# ";
 
@@ -82,6 +90,7 @@ const HELP: &str = "commands:
   dmesg     the hypervisor's log
   shutdown  power the machine off
   reboot    reset the machine
+  xl ...    manage domains (xl help for the verbs)
 ";
 
 /// One `xl info` line: the key padded to 23 columns, then ": value".

@@ -8,8 +8,17 @@
 #[cfg(not(target_os = "none"))]
 fn main() {}
 
+// toolstack: xl, domain builder, console backend (dom0/src/toolstack.rs)
+#[cfg(target_os = "none")]
+mod toolstack;
+
+// xenstore: dom0's xenstored service (dom0/src/xenstore.rs)
+#[cfg(target_os = "none")]
+mod xenstore;
+
 #[cfg(target_os = "none")]
 mod kernel {
+    use crate::toolstack; // toolstack
     use core::fmt;
     use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -119,6 +128,7 @@ mod kernel {
             events::bind_virq(VIRQ_CONSOLE, 0, on_console),
         );
         events::enable();
+        toolstack::init(si); // toolstack
         println!("dom0: ready, type 'help' for commands");
         shell(si)
     }
@@ -184,15 +194,33 @@ mod kernel {
             events::disable();
             let n = console::read(&mut input);
             if n == 0 {
+                crate::xenstore::poll(); // xenstore: serve domU rings, then block
                 sched::block();
+                toolstack::poll(&mut k); // toolstack
                 continue;
             }
             events::enable();
+            // toolstack: domain exits, console output; while `xl console` is attached,
+            // keystrokes go to the domU.
+            toolstack::poll(&mut k);
+            if toolstack::attached() {
+                if toolstack::input(&input[..n], &mut k) {
+                    console::write_bytes(PROMPT.as_bytes());
+                }
+                continue;
+            }
             for &b in &input[..n] {
                 let outcome = match editor.feed(b, &mut |e: &[u8]| console::write_bytes(e)) {
-                    Event::Line(line) => run_command(line, &mut k),
+                    // toolstack: `xl ...` lines go to the toolstack
+                    Event::Line(line) => match toolstack::command(line, &mut k) {
+                        Some(o) => o,
+                        None => run_command(line, &mut k),
+                    },
                     Event::None => continue,
                 };
+                if toolstack::attached() {
+                    break; // toolstack: `xl console` / `xl create -c` attached
+                }
                 match outcome {
                     Outcome::Continue => console::write_bytes(PROMPT.as_bytes()),
                     Outcome::PowerOff => sched::poweroff(),

@@ -10,7 +10,9 @@
 //!   `iret` hypercall) as described in ../shared/ABI.md §1.4–1.11.
 
 pub mod cpu;
+// toolstack: domctl, foreign populate/pin/map for dom0's domain builder
 pub mod domctl;
+pub mod foreign;
 pub mod hypercall;
 pub mod mmu;
 pub mod user;

@@ -9,6 +9,7 @@
 mod args;
 mod bench;
 mod debian;
+mod ramdisk; // toolstack: dom0's ramdisk (cpio newc)
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -199,6 +200,10 @@ fn build(profile: Profile) -> Outcome<Images> {
             )));
         }
     }
+    // toolstack: dom0's ramdisk (example configs + the domU kernel), next to dom0.
+    let rd = ramdisk::path_for(&images.dom0);
+    ramdisk::pack(&workspace_root().join("dom0/rootfs"), &images.domu, &rd)
+        .map_err(|e| Failure::new(format!("packing {}: {e}", rd.display())))?;
     Ok(images)
 }
 
@@ -323,6 +328,10 @@ fn run(opts: &RunOpts) -> Outcome {
         cfg.dom0_cmdline = s.clone();
     }
     cfg.ramdisk = opts.dom0_ramdisk.clone();
+    // toolstack: by default dom0 gets the ramdisk packed next to its image.
+    if cfg.ramdisk.is_none() && ramdisk::path_for(&dom0).is_file() {
+        cfg.ramdisk = Some(ramdisk::path_for(&dom0));
+    }
     if let Some(mib) = opts.memory_mib {
         cfg.memory_mib = mib;
     }

@@ -8,12 +8,14 @@ const LSR_THR_EMPTY: u8 = 1 << 5;
 
 /// Programs COM1 for 115200 8N1, polled (no interrupts). Returns the bytes that were
 /// already waiting, so that input typed before boot (a script piped into QEMU) is kept.
-pub fn init() -> arrayvec::ArrayVec<u8, 16> {
+pub fn init() -> arrayvec::ArrayVec<u8, 64> {
     let mut early = arrayvec::ArrayVec::new();
-    while let Some(b) = try_get_byte() {
-        if early.try_push(b).is_err() {
+    // Never take a byte there is no room for: it stays in the UART (and QEMU's backend).
+    while !early.is_full() {
+        let Some(b) = try_get_byte() else {
             break;
-        }
+        };
+        early.push(b);
     }
     // SAFETY: COM1 belongs to the hypervisor; these writes only configure the UART.
     unsafe {
