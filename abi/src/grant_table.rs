@@ -46,6 +46,15 @@ pub const GTF_READONLY: u16 = 1 << 2;
 pub const GTF_READING: u16 = 1 << 3;
 /// `GTF_writing`: the hypervisor has a writable mapping (hypervisor writes).
 pub const GTF_WRITING: u16 = 1 << 4;
+/// `GTF_PWT`: map with write-through caching (x86).
+pub const GTF_PWT: u16 = 1 << 5;
+/// `GTF_PCD`: map with caching disabled (x86).
+pub const GTF_PCD: u16 = 1 << 6;
+/// `GTF_PAT`: map with the PAT bit set (x86).
+pub const GTF_PAT: u16 = 1 << 7;
+/// `GTF_sub_page`: only a sub-range of the page is granted (v2 only; such an entry can
+/// never be mapped).
+pub const GTF_SUB_PAGE: u16 = 1 << 8;
 /// `GTF_transfer_committed` (hypervisor writes).
 pub const GTF_TRANSFER_COMMITTED: u16 = 1 << 2;
 /// `GTF_transfer_completed` (hypervisor writes).
@@ -61,6 +70,21 @@ pub const GNTMAP_READONLY: u32 = 1 << 2;
 pub const GNTMAP_APPLICATION_MAP: u32 = 1 << 3;
 /// `GNTMAP_contains_pte`: `host_addr` is the machine address of a PTE to write.
 pub const GNTMAP_CONTAINS_PTE: u32 = 1 << 4;
+
+/// `_GNTMAP_guest_avail0`: map flag bits 16.. are copied into the PTE's available bits
+/// 9-11 (`XENFEAT_gnttab_map_avail_bits`).
+pub const GNTMAP_GUEST_AVAIL0_SHIFT: u32 = 16;
+/// `GNTMAP_guest_avail_mask`.
+pub const GNTMAP_GUEST_AVAIL_MASK: u32 = !0 << GNTMAP_GUEST_AVAIL0_SHIFT;
+
+/// `GNTTAB_NR_RESERVED_ENTRIES`: entries 0..8 are reserved for the toolstack.
+pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
+/// `GNTTAB_RESERVED_CONSOLE`: the console ring's grant (filled by the builder).
+pub const GNTTAB_RESERVED_CONSOLE: u32 = 0;
+/// `GNTTAB_RESERVED_XENSTORE`: the xenstore ring's grant (filled by the builder).
+pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
+/// v1 entries per 4 KiB grant-table frame.
+pub const GRANT_ENTRIES_V1_PER_FRAME: u32 = 512;
 
 /// `GNTCOPY_source_gref`: the source is a grant reference.
 pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
@@ -95,6 +119,93 @@ pub const GNTST_ADDRESS_TOO_BIG: i16 = -11;
 pub const GNTST_EAGAIN: i16 = -12;
 /// Grant status: out of space (handles).
 pub const GNTST_NO_SPACE: i16 = -13;
+
+/// A failed grant operation's status: the `GNTST_*` codes other than `GNTST_okay`, as
+/// a type (an operation returns `Result<_, Gntst>`; [`Gntst::code`] is what goes into
+/// the guest's `status` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i16)]
+pub enum Gntst {
+    /// `GNTST_general_error` (-1).
+    GeneralError = GNTST_GENERAL_ERROR,
+    /// `GNTST_bad_domain` (-2).
+    BadDomain = GNTST_BAD_DOMAIN,
+    /// `GNTST_bad_gntref` (-3).
+    BadGntref = GNTST_BAD_GNTREF,
+    /// `GNTST_bad_handle` (-4).
+    BadHandle = GNTST_BAD_HANDLE,
+    /// `GNTST_bad_virt_addr` (-5).
+    BadVirtAddr = GNTST_BAD_VIRT_ADDR,
+    /// `GNTST_bad_dev_addr` (-6).
+    BadDevAddr = GNTST_BAD_DEV_ADDR,
+    /// `GNTST_no_device_space` (-7).
+    NoDeviceSpace = GNTST_NO_DEVICE_SPACE,
+    /// `GNTST_permission_denied` (-8).
+    PermissionDenied = GNTST_PERMISSION_DENIED,
+    /// `GNTST_bad_page` (-9).
+    BadPage = GNTST_BAD_PAGE,
+    /// `GNTST_bad_copy_arg` (-10).
+    BadCopyArg = GNTST_BAD_COPY_ARG,
+    /// `GNTST_address_too_big` (-11).
+    AddressTooBig = GNTST_ADDRESS_TOO_BIG,
+    /// `GNTST_eagain` (-12).
+    Eagain = GNTST_EAGAIN,
+    /// `GNTST_no_space` (-13).
+    NoSpace = GNTST_NO_SPACE,
+}
+
+impl Gntst {
+    /// The `GNTST_*` value.
+    pub const fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// The status field for an operation's result: `GNTST_okay` or the error's code.
+    pub fn status<T>(r: &Result<T, Gntst>) -> i16 {
+        match r {
+            Ok(_) => GNTST_OKAY,
+            Err(e) => e.code(),
+        }
+    }
+}
+
+/// Grant handle (`grant_handle_t`): names one mapping in the mapping domain's maptrack
+/// table; returned by `map_grant_ref`, given back to `unmap_grant_ref`.
+#[doc(alias = "grant_handle_t")]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+)]
+#[repr(transparent)]
+pub struct GrantHandle(u32);
+
+impl GrantHandle {
+    /// Wraps a raw handle.
+    pub const fn new(raw: u32) -> Self {
+        Self(raw)
+    }
+
+    /// The raw handle.
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+}
+
+impl core::fmt::Debug for GrantHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "GrantHandle({:#x})", self.0)
+    }
+}
 
 /// `struct grant_entry_v1` (8 bytes): one entry of a v1 grant table (in the granting
 /// domain's memory).

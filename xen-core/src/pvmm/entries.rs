@@ -8,7 +8,7 @@ use xen_abi::{DomId, Errno, Mfn};
 
 /// Compare-exchange attempts while other CPUs set Accessed/Dirty bits (bounded: a
 /// guest cannot keep us here; Xen loops until it wins).
-const CMPXCHG_TRIES: usize = 64;
+pub(super) const CMPXCHG_TRIES: usize = 64;
 
 /// Stores `new` over `old` (Xen's `update_intpte`); with `preserve_ad` the Accessed and
 /// Dirty bits already in the entry are kept, atomically. Returns false if the entry
@@ -42,6 +42,9 @@ impl PvMm {
     /// referenced first, stored adjusted (rule 7), then the old entry's references are
     /// dropped. Changes only in Accessed/Dirty/User/Global/NX/available bits of an
     /// entry to the same frame take no new references (Xen's fast path).
+    ///
+    /// An entry holding a grant mapping (bit 62) cannot be changed or cleared this way:
+    /// -EINVAL, nothing changes (only `unmap_grant_ref` removes it; see `grant.rs`).
     pub(super) fn mod_l1_entry<M: PageTableMemory>(
         &mut self,
         mem: &mut M,
@@ -52,6 +55,9 @@ impl PvMm {
         preserve_ad: bool,
     ) -> Result<(), Errno> {
         let old = mem.read(l1, index);
+        if super::grant::is_grant_entry(old) {
+            return Err(Errno::EINVAL);
+        }
         let mut new = new;
         if pte::present(new) {
             let io_caps = self.domains.get(&pt_dom).is_some_and(|d| d.io_caps);

@@ -16,7 +16,9 @@
 //! pointers, GDT frames, mapped LDT pages), and implements the guest operations:
 //! [`PvMm::mmu_update_pt`], [`PvMm::update_va_mapping`], [`PvMm::pin`],
 //! [`PvMm::unpin`], [`PvMm::new_baseptr`], [`PvMm::new_user_baseptr`],
-//! [`PvMm::set_gdt`], [`PvMm::update_descriptor`], [`PvMm::relinquish`], ...
+//! [`PvMm::set_gdt`], [`PvMm::update_descriptor`], [`PvMm::relinquish`], and the
+//! grant mappings of `map_grant_ref`/`unmap_grant_ref` ([`PvMm::create_grant_mapping`],
+//! [`PvMm::destroy_grant_mapping`], [`PvMm::put_grant_refs`]; `grant.rs`), ...
 //!
 //! Page-table contents are reached through [`PageTableMemory`] (the direct map in the
 //! hypervisor, a mock in tests). The caller serialises all calls (one lock around
@@ -35,6 +37,7 @@
 
 mod desc;
 mod entries;
+mod grant;
 mod ops;
 pub mod pte;
 mod refs;
@@ -49,6 +52,7 @@ use alloc::vec::Vec;
 use xen_abi::{DomId, Errno, Mfn};
 
 pub use desc::{check_descriptor, FIRST_RESERVED_GDT_ENTRY};
+pub use grant::{grant_pte, is_grant_entry, GrantUnmap};
 pub use ops::Relinquished;
 
 /// Entries per page-table page.

@@ -114,8 +114,29 @@ fn check(mm: &PvMm, mem: &MockMem, prev: &[PageInfo]) -> Result<(), String> {
             let g = pte::frame(e);
             let gp = mm.frames.get(g as usize);
             if level == 1 {
-                if e & l1_disallow(io_caps) != 0 || pte::adjust_l1(e) != e {
+                let grant = pte::is_grant_entry_bits(e);
+                let disallow = l1_disallow(io_caps) & if grant { !GNTTAB } else { !0 };
+                if e & disallow != 0 || pte::adjust_l1(e) != e {
                     return Err(format!("L1 {t}[{i}] = {e:#x} has bad flags"));
+                }
+                if grant {
+                    // A grant mapping: another (or the same) domain's RAM frame, never
+                    // I/O, holding a general and, if RW, a writable type reference.
+                    let gp = gp.ok_or(format!("grant L1 {t}[{i}] to missing frame {g}"))?;
+                    if !matches!(gp.owner, Owner::Dom(_)) || e & (A | D | NX) != A | D | NX {
+                        return Err(format!("grant L1 {t}[{i}] = {e:#x} to {:?}", gp.owner));
+                    }
+                    count[g as usize] += 1;
+                    if e & RW != 0 {
+                        if gp.ty != PageType::Writable {
+                            return Err(format!(
+                                "grant L1 {t}[{i}] maps {g} ({:?}) writable",
+                                gp.ty
+                            ));
+                        }
+                        tcount[g as usize] += 1;
+                    }
+                    continue;
                 }
                 let io = gp.is_none_or(|x| x.owner == Owner::Io);
                 if io {
@@ -301,6 +322,22 @@ enum Op {
     Relinquish {
         dom: usize,
     },
+    /// `map_grant_ref` with a host mapping: `dom` maps `target` of domain `granter`.
+    GrantMap {
+        dom: usize,
+        l1: u64,
+        idx: usize,
+        granter: usize,
+        target: u64,
+        ro: bool,
+    },
+    /// `unmap_grant_ref` of the `nth` grant entry in `dom`'s validated L1s (`wrong`:
+    /// naming the wrong frame or access).
+    GrantUnmap {
+        dom: usize,
+        nth: usize,
+        wrong: Option<bool>,
+    },
 }
 
 /// Frame numbers from `POOL` up name the acting domain's small pool of frames (so that
@@ -406,7 +443,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(dom, frame, idx, desc)| Op::UpdateDesc { dom, frame, idx, desc }),
         2 => (dom.clone(), frame()).prop_map(|(dom, frame)| Op::Release { dom, frame }),
         2 => (dom.clone(), frame()).prop_map(|(dom, frame)| Op::Assign { dom, frame }),
-        1 => dom.prop_map(|dom| Op::Relinquish { dom }),
+        1 => dom.clone().prop_map(|dom| Op::Relinquish { dom }),
+        4 => (dom.clone(), frame(), index(), 0usize..2, frame(), any::<bool>())
+            .prop_map(|(dom, l1, idx, granter, target, ro)| Op::GrantMap { dom, l1, idx, granter, target, ro }),
+        3 => (dom, 0usize..16, prop::option::weighted(0.2, any::<bool>()))
+            .prop_map(|(dom, nth, wrong)| Op::GrantUnmap { dom, nth, wrong }),
     ]
 }
 
@@ -513,7 +554,28 @@ fn resolve(d: usize, op: &Op) -> Op {
             frame: f(frame),
         },
         Op::Relinquish { dom } => Op::Relinquish { dom },
+        Op::GrantMap {
+            dom,
+            l1,
+            idx,
+            granter,
+            target,
+            ro,
+        } => Op::GrantMap {
+            dom,
+            l1: f(l1),
+            idx,
+            granter,
+            target: res(granter, target),
+            ro,
+        },
+        Op::GrantUnmap { dom, nth, wrong } => Op::GrantUnmap { dom, nth, wrong },
     }
+}
+
+fn grant_flags(ro: bool) -> u32 {
+    use xen_abi::grant_table::{GNTMAP_HOST_MAP, GNTMAP_READONLY};
+    GNTMAP_HOST_MAP | if ro { GNTMAP_READONLY } else { 0 }
 }
 
 struct World {
@@ -540,7 +602,9 @@ impl World {
             | Op::UpdateDesc { dom, .. }
             | Op::Release { dom, .. }
             | Op::Assign { dom, .. }
-            | Op::Relinquish { dom } => *dom,
+            | Op::Relinquish { dom }
+            | Op::GrantMap { dom, .. }
+            | Op::GrantUnmap { dom, .. } => *dom,
         };
         if self.dying[d] {
             // A dead domain runs nothing; try to finish its destruction instead.
@@ -629,6 +693,50 @@ impl World {
                     .iter()
                     .all(|&f| mm.page(f).is_some_and(|p| p.owner == Owner::Free)));
                 self.dying[d] = true;
+            }
+            Op::GrantMap {
+                l1,
+                idx,
+                granter,
+                target,
+                ro,
+                ..
+            } => {
+                let _ = mm.create_grant_mapping(
+                    mem,
+                    dom,
+                    m(l1),
+                    idx,
+                    m(target),
+                    dom_of(granter),
+                    grant_flags(ro),
+                );
+            }
+            Op::GrantUnmap { nth, wrong, .. } => {
+                let mut found = Vec::new();
+                for (t, p) in mm.frames.iter().enumerate() {
+                    if p.owner == Owner::Dom(dom) && p.ty == PageType::L1 && p.validated {
+                        for (i, &e) in mem.pages[t].iter().enumerate() {
+                            if pte::is_grant_entry_bits(e) {
+                                found.push((t as u64, i, e));
+                            }
+                        }
+                    }
+                }
+                if let Some(&(t, i, e)) = found.get(nth % found.len().max(1)) {
+                    let mut target = pte::frame(e);
+                    let mut ro = e & RW == 0;
+                    match wrong {
+                        Some(true) => target ^= 1,
+                        Some(false) => ro = !ro,
+                        None => {}
+                    }
+                    let r = mm.destroy_grant_mapping(mem, dom, m(t), i, m(target), grant_flags(ro));
+                    assert_eq!(r.is_ok(), wrong.is_none(), "unmap {t}[{i}] = {e:#x}: {r:?}");
+                    if let Ok(u) = r {
+                        mm.put_grant_refs(mem, u);
+                    }
+                }
             }
         }
         let _ = mm.take_freed();

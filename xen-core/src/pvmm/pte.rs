@@ -72,6 +72,11 @@ pub fn frame(e: u64) -> u64 {
     (e & ADDR_MASK) >> 12
 }
 
+/// Whether the entry is a present grant mapping (bit 62, `_PAGE_GNTTAB`).
+pub fn is_grant_entry_bits(e: u64) -> bool {
+    present(e) && e & GNTTAB != 0
+}
+
 /// Whether the entry is present.
 pub fn present(e: u64) -> bool {
     e & P != 0

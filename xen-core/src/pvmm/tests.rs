@@ -720,3 +720,249 @@ fn mu(
 ) -> Result<(), Errno> {
     mm.mmu_update_pt(mem, pt, pg, ptr, val, ad).map(|_| ())
 }
+
+mod grant_mappings {
+    use super::*;
+    use xen_abi::grant_table::{GNTMAP_APPLICATION_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY};
+
+    const RW_MAP: u32 = GNTMAP_HOST_MAP;
+    const RO_MAP: u32 = GNTMAP_HOST_MAP | GNTMAP_READONLY;
+
+    /// A's tree (L1 7), plus B's validated L1 40 (pinned).
+    fn setup() -> (PvMm, MockMem) {
+        let (mut mm, mut mem) = machine();
+        tree(&mut mm, &mut mem);
+        mm.pin(&mut mem, B_DOM, m(40), 1).unwrap();
+        (mm, mem)
+    }
+
+    fn counts(mm: &PvMm, f: u64) -> (u32, u32, PageType) {
+        let p = mm.page(m(f)).unwrap();
+        (p.count, p.type_count, p.ty)
+    }
+
+    #[test]
+    fn pte_layout() {
+        let e = grant_pte(m(0x1234), RW_MAP | (5 << 16));
+        assert_eq!(
+            e,
+            (0x1234 << 12) | P | RW | A | D | NX | GNTTAB | USER | GUEST_KERNEL | (5 << 9)
+        );
+        let e = grant_pte(m(0x1234), RO_MAP | GNTMAP_APPLICATION_MAP);
+        assert_eq!(e, (0x1234 << 12) | P | A | D | NX | GNTTAB | USER | G);
+        assert!(is_grant_entry(e) && !is_grant_entry(e & !P) && !is_grant_entry(e & !GNTTAB));
+    }
+
+    #[test]
+    fn map_and_unmap_take_and_drop_exactly_the_refs() {
+        let (mut mm, mut mem) = setup();
+        // B maps A's frame 20 writable, and 21 read-only, into its L1 40.
+        mm.create_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), A_DOM, RW_MAP)
+            .unwrap();
+        mm.create_grant_mapping(&mut mem, B_DOM, m(40), 4, m(21), A_DOM, RO_MAP)
+            .unwrap();
+        assert_eq!(mem.read(m(40), 3), grant_pte(m(20), RW_MAP));
+        assert_eq!(counts(&mm, 20), (2, 1, PageType::Writable));
+        assert_eq!(counts(&mm, 21), (2, 0, PageType::None));
+        // A cannot make the writably mapped frame a page table now.
+        assert_eq!(mm.pin(&mut mem, A_DOM, m(20), 1), Err(Errno::EINVAL));
+        // The CPU sets Accessed/Dirty: still recognised.
+        let v = mem.read(m(40), 3);
+        mem.write(m(40), 3, v & !(A | D));
+        let u = mm
+            .destroy_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), RW_MAP)
+            .unwrap();
+        assert_eq!((u.frame(), u.writable()), (m(20), true));
+        assert_eq!(mem.read(m(40), 3), 0);
+        // References held until the caller flushed and released them.
+        assert_eq!(counts(&mm, 20), (2, 1, PageType::Writable));
+        mm.put_grant_refs(&mut mem, u);
+        assert_eq!(counts(&mm, 20), (1, 0, PageType::Writable));
+        let u = mm
+            .destroy_grant_mapping(&mut mem, B_DOM, m(40), 4, m(21), RO_MAP)
+            .unwrap();
+        mm.put_grant_refs(&mut mem, u);
+        assert_eq!(counts(&mm, 21), (1, 0, PageType::None));
+        mm.pin(&mut mem, A_DOM, m(20), 1).unwrap();
+        assert_eq!(mm.inconsistencies(), 0);
+    }
+
+    #[test]
+    fn create_rejections() {
+        let (mut mm, mut mem) = setup();
+        let mut c = |mm: &mut PvMm, l1: u64, idx: usize, f: u64, g: DomId, fl: u32| {
+            mm.create_grant_mapping(&mut mem, B_DOM, m(l1), idx, m(f), g, fl)
+        };
+        // Not a validated L1 of the mapper: A's L1, B's unvalidated frame, bad index.
+        assert_eq!(c(&mut mm, 7, 3, 20, A_DOM, RW_MAP), Err(Errno::EINVAL));
+        assert_eq!(c(&mut mm, 41, 3, 20, A_DOM, RW_MAP), Err(Errno::EINVAL));
+        assert_eq!(
+            c(&mut mm, 40, ENTRIES, 20, A_DOM, RW_MAP),
+            Err(Errno::EINVAL)
+        );
+        // Frame not the granter's: B's own frame named as A's, free, hypervisor, I/O.
+        for f in [41, 50, 1, 61, 1000] {
+            assert_eq!(
+                c(&mut mm, 40, 3, f, A_DOM, RO_MAP),
+                Err(Errno::EINVAL),
+                "frame {f}"
+            );
+        }
+        // A writable mapping of A's page table.
+        assert_eq!(c(&mut mm, 40, 3, 7, A_DOM, RW_MAP), Err(Errno::EBUSY));
+        // Read-only works (Xen allows it).
+        c(&mut mm, 40, 3, 7, A_DOM, RO_MAP).unwrap();
+        // Slot present.
+        assert_eq!(c(&mut mm, 40, 3, 20, A_DOM, RO_MAP), Err(Errno::EBUSY));
+        mem.write(m(40), 5, 0);
+        mu(&mut mm, &mut mem, B_DOM, B_DOM, ptr(40, 5), e(42, P), false).unwrap();
+        let mut c = |mm: &mut PvMm, idx: usize| {
+            mm.create_grant_mapping(&mut mem, B_DOM, m(40), idx, m(20), A_DOM, RO_MAP)
+        };
+        assert_eq!(c(&mut mm, 5), Err(Errno::EBUSY));
+        assert_eq!(counts(&mm, 20), (1, 0, PageType::None));
+        assert_eq!(mm.inconsistencies(), 0);
+    }
+
+    #[test]
+    fn guests_cannot_create_change_or_clear_grant_entries() {
+        let (mut mm, mut mem) = setup();
+        mm.create_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), A_DOM, RW_MAP)
+            .unwrap();
+        let g = mem.read(m(40), 3);
+        // Create: bit 62 refused in mmu_update, update_va_mapping and validation.
+        assert_eq!(
+            mu(
+                &mut mm,
+                &mut mem,
+                B_DOM,
+                B_DOM,
+                ptr(40, 6),
+                e(42, P | GNTTAB),
+                false
+            ),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            mm.update_va_mapping(&mut mem, B_DOM, B_DOM, m(40), 6, e(42, P | GNTTAB)),
+            Err(Errno::EINVAL)
+        );
+        mem.write(m(41), 0, g);
+        assert_eq!(mm.pin(&mut mem, B_DOM, m(41), 1), Err(Errno::EINVAL));
+        // Change or clear: refused whatever the new value (fast path, other frame, 0,
+        // preserve-AD), and the entry and counts stay.
+        for (val, ad) in [
+            (0, false),
+            (0, true),
+            (g & !GNTTAB, false),
+            (g ^ A, true),
+            (e(42, P), false),
+            (g & !P, false),
+        ] {
+            assert_eq!(
+                mu(&mut mm, &mut mem, B_DOM, B_DOM, ptr(40, 3), val, ad),
+                Err(Errno::EINVAL),
+                "{val:#x}"
+            );
+            assert_eq!(
+                mm.update_va_mapping(&mut mem, B_DOM, B_DOM, m(40), 3, val),
+                Err(Errno::EINVAL)
+            );
+        }
+        assert_eq!(mem.read(m(40), 3), g);
+        assert_eq!(counts(&mm, 20), (2, 1, PageType::Writable));
+        // Destroy checks the frame and the RW bit.
+        assert_eq!(
+            mm.destroy_grant_mapping(&mut mem, B_DOM, m(40), 3, m(21), RW_MAP),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            mm.destroy_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), RO_MAP),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            mm.destroy_grant_mapping(&mut mem, A_DOM, m(40), 3, m(20), RW_MAP),
+            Err(Errno::EINVAL)
+        );
+        // An ordinary entry is not a grant entry.
+        mu(
+            &mut mm,
+            &mut mem,
+            B_DOM,
+            B_DOM,
+            ptr(40, 6),
+            e(42, P | RW),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            mm.destroy_grant_mapping(&mut mem, B_DOM, m(40), 6, m(42), RW_MAP),
+            Err(Errno::EINVAL)
+        );
+        let u = mm
+            .destroy_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), RW_MAP)
+            .unwrap();
+        mm.put_grant_refs(&mut mem, u);
+        // The slot is ordinary again.
+        mu(&mut mm, &mut mem, B_DOM, B_DOM, ptr(40, 3), e(43, P), false).unwrap();
+        assert_eq!(mm.inconsistencies(), 0);
+    }
+
+    #[test]
+    fn devalidation_drops_grant_refs() {
+        let (mut mm, mut mem) = setup();
+        mm.create_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), A_DOM, RW_MAP)
+            .unwrap();
+        mm.unpin(&mut mem, B_DOM, m(40)).unwrap();
+        assert_eq!(counts(&mm, 20), (1, 0, PageType::Writable));
+        // The stale entry cannot be unmapped any more (the grant layer keeps its handle).
+        assert_eq!(
+            mm.destroy_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), RW_MAP),
+            Err(Errno::EINVAL)
+        );
+        // Nor can the L1 be validated again with it.
+        assert_eq!(mm.pin(&mut mem, B_DOM, m(40), 1), Err(Errno::EINVAL));
+        assert_eq!(mm.inconsistencies(), 0);
+    }
+
+    #[test]
+    fn granter_death_keeps_mapped_frames_until_unmap() {
+        let (mut mm, mut mem) = setup();
+        mm.create_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), A_DOM, RW_MAP)
+            .unwrap();
+        mm.create_grant_mapping(&mut mem, B_DOM, m(40), 4, m(21), A_DOM, RO_MAP)
+            .unwrap();
+        let r = mm.relinquish(&mut mem, A_DOM).unwrap();
+        assert_eq!(r.still_referenced, vec![m(20), m(21)]);
+        assert!(!r.freed.contains(&m(20)) && !r.freed.contains(&m(21)));
+        assert_eq!(mm.destroy_domain(A_DOM), Err(Errno::EBUSY));
+        assert_eq!(counts(&mm, 20), (1, 1, PageType::Writable));
+        // Unmapping frees each frame, after the caller's flush.
+        let u = mm
+            .destroy_grant_mapping(&mut mem, B_DOM, m(40), 3, m(20), RW_MAP)
+            .unwrap();
+        assert!(mm.take_freed().is_empty());
+        mm.put_grant_refs(&mut mem, u);
+        assert_eq!(mm.take_freed(), vec![m(20)]);
+        assert_eq!(mm.page(m(20)).unwrap().owner, Owner::Free);
+        // The mapper's own teardown drops the other one.
+        mm.relinquish(&mut mem, B_DOM).unwrap();
+        assert_eq!(mm.page(m(21)).unwrap().owner, Owner::Free);
+        mm.destroy_domain(A_DOM).unwrap();
+        mm.destroy_domain(B_DOM).unwrap();
+        assert_eq!(mm.inconsistencies(), 0);
+    }
+
+    #[test]
+    fn self_grant() {
+        let (mut mm, mut mem) = setup();
+        mm.create_grant_mapping(&mut mem, A_DOM, m(7), 9, m(20), A_DOM, RW_MAP)
+            .unwrap();
+        assert_eq!(counts(&mm, 20), (2, 1, PageType::Writable));
+        let u = mm
+            .destroy_grant_mapping(&mut mem, A_DOM, m(7), 9, m(20), RW_MAP)
+            .unwrap();
+        mm.put_grant_refs(&mut mem, u);
+        assert_eq!(counts(&mm, 20), (1, 0, PageType::Writable));
+    }
+}

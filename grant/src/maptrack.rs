@@ -1,0 +1,135 @@
+//! The mapper's maptrack table (Xen's `struct grant_mapping` array and its free list):
+//! one record per `map_grant_ref` that succeeded, named by the [`GrantHandle`] returned
+//! to the guest, until `unmap_grant_ref` removes its last use.
+
+use crate::MapUse;
+use alloc_crate::vec::Vec;
+use xen_abi::grant_table::{Gntst, GrantHandle};
+use xen_abi::{DomId, GrantRef, Mfn};
+
+/// Default maximum number of handles per domain: Xen's default `max_maptrack_frames`
+/// (1024) times 512 eight-byte records per frame.
+pub const DEFAULT_MAPTRACK_LIMIT: u32 = 1024 * 512;
+
+/// One mapping of a granted frame, as recorded for the mapper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The granting domain.
+    pub granter: DomId,
+    /// The grant reference in the granter's table.
+    pub gref: GrantRef,
+    /// Which uses are still in place.
+    pub uses: MapUse,
+    /// Mapped read-only (`GNTMAP_readonly`).
+    pub readonly: bool,
+    /// The granted frame (pinned in the granter's active entry).
+    pub frame: Mfn,
+    /// The `GNTMAP_*` flags of the map request (for the PTE of a host mapping).
+    pub map_flags: u32,
+}
+
+/// A domain's maptrack table: mappings by handle, with a free list of handles.
+#[derive(Clone, Debug)]
+pub struct MapTrack {
+    slots: Vec<Option<Mapping>>,
+    /// Free handles below `slots.len()` (a stack: the most recently freed is reused
+    /// first).
+    free: Vec<u32>,
+    limit: u32,
+}
+
+impl Default for MapTrack {
+    fn default() -> Self {
+        MapTrack::new(DEFAULT_MAPTRACK_LIMIT)
+    }
+}
+
+impl MapTrack {
+    /// An empty table allowing at most `limit` mappings at a time.
+    pub fn new(limit: u32) -> MapTrack {
+        MapTrack {
+            slots: Vec::new(),
+            free: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Mappings currently recorded.
+    pub fn len(&self) -> usize {
+        self.slots.len().saturating_sub(self.free.len())
+    }
+
+    /// Whether no mapping is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The mapping named by `handle`: `GNTST_bad_handle` if the handle is out of range or
+    /// free (Xen's checks at the start of `unmap_common`).
+    pub fn lookup(&self, handle: GrantHandle) -> Result<Mapping, Gntst> {
+        let i = usize::try_from(handle.raw()).map_err(|_| Gntst::BadHandle)?;
+        self.slots.get(i).copied().flatten().ok_or(Gntst::BadHandle)
+    }
+
+    /// Records a mapping: `GNTST_no_space` when `limit` handles are in use.
+    pub(crate) fn insert(&mut self, m: Mapping) -> Result<GrantHandle, Gntst> {
+        if let Some(h) = self.free.pop() {
+            if let Some(slot) = self.slots.get_mut(h as usize) {
+                *slot = Some(m);
+                return Ok(GrantHandle::new(h));
+            }
+        }
+        let h = u32::try_from(self.slots.len()).map_err(|_| Gntst::NoSpace)?;
+        if h >= self.limit {
+            return Err(Gntst::NoSpace);
+        }
+        self.slots.push(Some(m));
+        Ok(GrantHandle::new(h))
+    }
+
+    /// Whether a handle is available (checked before anything else is done, as Xen gets
+    /// the handle first).
+    pub(crate) fn has_space(&self) -> bool {
+        !self.free.is_empty() || self.slots.len() < self.limit as usize
+    }
+
+    /// Updates the uses still in place; frees the handle when none is left.
+    pub(crate) fn set_uses(&mut self, handle: GrantHandle, uses: MapUse) {
+        let h = handle.raw();
+        let Some(slot) = self.slots.get_mut(h as usize) else {
+            return;
+        };
+        match slot {
+            Some(m) if !uses.is_empty() => m.uses = uses,
+            Some(_) => {
+                *slot = None;
+                self.free.push(h);
+            }
+            None => {}
+        }
+    }
+
+    /// Removes and returns every mapping (mapper teardown, Xen's
+    /// `gnttab_release_mappings`). For each, the caller removes the host mapping from the
+    /// PV MMU (it may already be gone with the page tables) and releases the grant with
+    /// [`crate::GrantTable::release_mapping`] on the granter's table.
+    pub fn drain(&mut self) -> Vec<(GrantHandle, Mapping)> {
+        let out = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((GrantHandle::new(u32::try_from(i).ok()?), (*s)?)))
+            .collect();
+        self.slots.clear();
+        self.free.clear();
+        out
+    }
+
+    /// Iterates over the recorded mappings.
+    pub fn iter(&self) -> impl Iterator<Item = (GrantHandle, &Mapping)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((GrantHandle::new(u32::try_from(i).ok()?), s.as_ref()?)))
+    }
+}
