@@ -182,6 +182,9 @@ pub fn build(
         paused: false,
         ioports: Vec::new(),
         irqs: Vec::new(),
+        grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
+        grant_entries: Default::default(),
+        maptrack: Default::default(),
     };
     d.mask_all_upcalls();
     d.vcpus[0].update_time();

@@ -341,6 +341,12 @@ pub struct Domain {
     pub ioports: Vec<(u32, u32)>,
     /// Physical IRQs it may bind (`DOMCTL_irq_permission`).
     pub irqs: Vec<u32>,
+    /// Its grant table (as granter).
+    pub grant: grant::GrantTable,
+    /// Its grant table's shared entries.
+    pub grant_entries: super::granthc::DirectEntries,
+    /// Grants it has mapped (as mapper).
+    pub maptrack: grant::MapTrack,
 }
 
 impl Domain {

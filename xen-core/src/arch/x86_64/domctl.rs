@@ -200,6 +200,9 @@ fn create(ctx: &mut Ctx, c: &dc::DomctlCreateDomain) -> Result<DomId, Errno> {
         paused: true,
         ioports: Vec::new(),
         irqs: Vec::new(),
+        grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
+        grant_entries: Default::default(),
+        maptrack: Default::default(),
     };
     d.mask_all_upcalls();
     d.update_wallclock(super::time::wallclock_at_boot(), 0);
@@ -230,6 +233,14 @@ fn destroy(ctx: &mut Ctx, ti: usize) -> Result<(), Errno> {
             if let Some(pi) = ctx.hv.find(p.dom) {
                 let _ = ctx.hv.domains[pi].evtchn.peer_closed(&p);
             }
+        }
+    }
+    // Grants it mapped: release the granters' pins (the PTEs go with its page tables).
+    let mappings = ctx.hv.domains[ti].maptrack.drain();
+    for (_, m) in mappings {
+        if let Some(gi) = ctx.hv.find(m.granter).filter(|&gi| gi != ti) {
+            let d = &mut ctx.hv.domains[gi];
+            pv::with(|p, mem| super::granthc::release_mapping(p, mem, d, &m));
         }
     }
     pv::flush_tlb_all();

@@ -162,6 +162,7 @@ fn simple(ctx: &mut Ctx, f: &mut TrapFrame, number: u64, a: [u64; 5]) -> HcResul
         nr::EVENT_CHANNEL_OP => event_channel_op(ctx, a[0] as u32, a[1]),
         nr::SYSCTL => sysctl(ctx, a[0]),
         nr::DOMCTL => super::domctl::domctl(ctx, a[0]),
+        nr::GRANT_TABLE_OP => super::granthc::grant_table_op(ctx, a[0] as u32, a[1], a[2] as u32),
         nr::PHYSDEV_OP => physdev_op(ctx, a[0] as u32, a[1]),
         nr::SET_DEBUGREG => set_debugreg(ctx, a[0], a[1]),
         nr::GET_DEBUGREG => get_debugreg(ctx, a[0]),

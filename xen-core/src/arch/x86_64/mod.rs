@@ -14,6 +14,7 @@ pub mod domain;
 pub mod domctl;
 pub mod frame;
 pub mod gdt;
+pub mod granthc;
 pub mod guestmem;
 pub mod hypercall;
 pub mod memhc;

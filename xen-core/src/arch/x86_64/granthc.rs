@@ -1,0 +1,399 @@
+//! `grant_table_op` (hypercall 20), grant tables v1: setup_table, query_size,
+//! set/get_version, map_grant_ref, unmap_grant_ref (batched, one TLB flush per batch)
+//! and copy. The rules are the portable `grant` crate (Xen's grant_table.c); the PTEs a
+//! host mapping needs come from the PV MMU ([`crate::pvmm`]).
+
+use super::domain::Domain;
+use super::guestmem;
+use super::hypercall::{Ctx, HcResult};
+use super::mm;
+use super::pv::{self, DirectMap};
+use crate::pvmm::{GrantUnmap, PageType, PvMm};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+use grant::copy::GrantTables;
+use grant::{EntryAccess, GrantTable, Header, MapUse};
+use xen_abi::grant_table as gt;
+use xen_abi::grant_table::{Gntst, GrantHandle};
+use xen_abi::{DomId, Errno, GrantRef, Mfn};
+
+/// A domain's grant-table entries, read and written in the shared frames through the
+/// direct map (the frames are hypervisor pages shared writable with the domain).
+#[derive(Default)]
+pub struct DirectEntries {
+    frames: Vec<Mfn>,
+}
+
+impl DirectEntries {
+    fn word(&self, gref: GrantRef, off: u64) -> Option<&AtomicU32> {
+        let i = gref.raw() as usize;
+        let frame = self.frames.get(i / 512)?;
+        let addr = (frame.raw() << 12) + (i as u64 % 512) * 8 + off;
+        // SAFETY: the frame is one of this table's shared frames, alive while the domain
+        // exists; the word is inside it and 4-byte aligned.
+        Some(unsafe { &*(mm::maddr_to_virt(addr) as *const AtomicU32) })
+    }
+}
+
+impl EntryAccess for DirectEntries {
+    fn read_header(&mut self, gref: GrantRef) -> Header {
+        Header(self.word(gref, 0).map_or(0, |w| w.load(Ordering::SeqCst)))
+    }
+    fn read_frame(&mut self, gref: GrantRef) -> u32 {
+        self.word(gref, 4).map_or(0, |w| w.load(Ordering::SeqCst))
+    }
+    fn cmpxchg_header(&mut self, gref: GrantRef, old: Header, new: Header) -> Result<(), Header> {
+        match self.word(gref, 0) {
+            Some(w) => w
+                .compare_exchange(old.0, new.0, Ordering::SeqCst, Ordering::SeqCst)
+                .map(|_| ())
+                .map_err(Header),
+            None => Err(Header(0)),
+        }
+    }
+    fn clear_flags(&mut self, gref: GrantRef, bits: u16) {
+        if let Some(w) = self.word(gref, 0) {
+            w.fetch_and(!u32::from(bits), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Frame references for the grant rules, taken in the PV MMU.
+struct Refs<'a> {
+    pv: &'a mut PvMm,
+    mem: &'a mut DirectMap,
+}
+
+impl grant::FrameRefs for Refs<'_> {
+    fn get_frame(&mut self, mfn: Mfn, owner: DomId) -> bool {
+        self.pv.get_page_ref(mfn, owner).is_ok()
+    }
+    fn put_frame(&mut self, mfn: Mfn) {
+        self.pv.put_page_ref(mfn);
+    }
+    fn get_writable(&mut self, mfn: Mfn) -> bool {
+        let owner = match self.pv.page(mfn).map(|p| p.owner) {
+            Some(crate::pvmm::Owner::Dom(d)) => d,
+            _ => return false,
+        };
+        self.pv
+            .get_page_and_type(self.mem, mfn, owner, PageType::Writable)
+            .is_ok()
+    }
+    fn put_writable(&mut self, mfn: Mfn) {
+        self.pv.put_page_and_type(self.mem, mfn);
+    }
+}
+
+/// The domains' grant tables for `copy`.
+struct Tables<'a>(&'a mut [Domain]);
+
+impl GrantTables for Tables<'_> {
+    type Entries = DirectEntries;
+    fn table(&mut self, dom: DomId) -> Option<(&mut GrantTable, &mut DirectEntries)> {
+        let d = self.0.iter_mut().find(|d| d.id == dom)?;
+        Some((&mut d.grant, &mut d.grant_entries))
+    }
+}
+
+/// Releases the pins and references a dying mapper held through `m` on granter `d`.
+pub(super) fn release_mapping(
+    pv: &mut PvMm,
+    mem: &mut DirectMap,
+    d: &mut Domain,
+    m: &grant::Mapping,
+) {
+    let mut refs = Refs { pv, mem };
+    d.grant.release_mapping(&mut d.grant_entries, &mut refs, m);
+}
+
+fn resolve(ctx: &Ctx, dom: u16) -> Result<usize, Gntst> {
+    let dom = DomId::new(dom);
+    if dom == DomId::SELF || dom == ctx.domid() {
+        Ok(ctx.di)
+    } else if !ctx.privileged() {
+        Err(Gntst::PermissionDenied)
+    } else {
+        ctx.hv.find(dom).ok_or(Gntst::BadDomain)
+    }
+}
+
+/// `grant_table_op(cmd, uop, count)`.
+pub(super) fn grant_table_op(ctx: &mut Ctx, cmd: u32, uop: u64, count: u32) -> HcResult {
+    match cmd {
+        gt::GNTTABOP_SETUP_TABLE => {
+            if count != 1 {
+                return Err(Errno::EINVAL);
+            }
+            let mut op: gt::GnttabSetupTable = guestmem::read(uop)?;
+            op.status = match resolve(ctx, op.dom) {
+                Err(s) => s.code(),
+                Ok(ti) => setup_table(&mut ctx.hv.domains[ti], op.nr_frames, op.frame_list),
+            };
+            guestmem::write(uop, &op)?;
+            Ok(0)
+        }
+        gt::GNTTABOP_QUERY_SIZE => {
+            if count != 1 {
+                return Err(Errno::EINVAL);
+            }
+            let mut op: gt::GnttabQuerySize = guestmem::read(uop)?;
+            match resolve(ctx, op.dom) {
+                Err(s) => op.status = s.code(),
+                Ok(ti) => {
+                    let (n, max) = ctx.hv.domains[ti].grant.query_size();
+                    op.nr_frames = n;
+                    op.max_nr_frames = max;
+                    op.status = 0;
+                }
+            }
+            guestmem::write(uop, &op)?;
+            Ok(0)
+        }
+        gt::GNTTABOP_SET_VERSION => {
+            let mut op: gt::GnttabSetVersion = guestmem::read(uop)?;
+            let (r, v) = ctx.dom().grant.set_version(op.version);
+            op.version = v;
+            guestmem::write(uop, &op)?;
+            r.map(|()| 0)
+        }
+        gt::GNTTABOP_GET_VERSION => {
+            let mut op: gt::GnttabGetVersion = guestmem::read(uop)?;
+            let ti = resolve(ctx, op.dom).map_err(|_| Errno::ESRCH)?;
+            op.version = ctx.hv.domains[ti].grant.version();
+            guestmem::write(uop, &op)?;
+            Ok(0)
+        }
+        gt::GNTTABOP_MAP_GRANT_REF => {
+            for i in 0..u64::from(count.min(4096)) {
+                let va = uop.wrapping_add(i * 32);
+                let mut op: gt::GnttabMapGrantRef = guestmem::read(va)?;
+                match map_one(ctx, &op) {
+                    Ok((handle, frame)) => {
+                        op.status = 0;
+                        op.handle = handle.raw();
+                        op.dev_bus_addr = frame.raw() << 12;
+                    }
+                    Err(s) => op.status = s.code(),
+                }
+                guestmem::write(va, &op)?;
+            }
+            Ok(0)
+        }
+        gt::GNTTABOP_UNMAP_GRANT_REF => unmap_batch(ctx, uop, count.min(4096)),
+        gt::GNTTABOP_COPY => {
+            let me = ctx.domid();
+            for i in 0..u64::from(count.min(4096)) {
+                let va = uop.wrapping_add(i * 40);
+                let mut op: gt::GnttabCopy = guestmem::read(va)?;
+                let r = pv::with(|p, mem| {
+                    let mut refs = Refs { pv: p, mem };
+                    let mut tables = Tables(&mut ctx.hv.domains);
+                    grant::copy::copy_one(
+                        &mut tables,
+                        &mut refs,
+                        me,
+                        &op,
+                        |src, so, dst, dof, len| {
+                            // SAFETY: both frames are held (references taken by copy_begin)
+                            // and direct-mapped; offsets + len are within a page (checked).
+                            unsafe {
+                                core::ptr::copy(
+                                    mm::maddr_to_virt((src.raw() << 12) + u64::from(so)),
+                                    mm::maddr_to_virt((dst.raw() << 12) + u64::from(dof)),
+                                    usize::from(len),
+                                )
+                            }
+                        },
+                    )
+                });
+                op.status = Gntst::status(&r);
+                guestmem::write(va, &op)?;
+            }
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+fn setup_table(d: &mut Domain, nr: u32, list: u64) -> i16 {
+    let id = d.id;
+    let r = d.grant.setup_table(nr, || {
+        let m = pv::alloc_xen_frame().ok()?;
+        pv::with(|p, _| p.share_xen_page(m, id, true)).ok()?;
+        Some(m)
+    });
+    let frames: Vec<Mfn> = match r {
+        Ok(f) => f.to_vec(),
+        Err(s) => return s.code(),
+    };
+    d.grant_entries.frames = d.grant.frames().to_vec();
+    for (i, f) in frames.iter().enumerate() {
+        if guestmem::write(list.wrapping_add(i as u64 * 8), &f.raw()).is_err() {
+            return Gntst::GeneralError.code();
+        }
+    }
+    0
+}
+
+/// The L1 slot a host mapping goes into: the PTE's machine address
+/// (`GNTMAP_contains_pte`) or the virtual address in the mapper's current page table.
+fn host_slot(ctx: &mut Ctx, host_addr: u64, flags: u32) -> Result<(Mfn, usize), Gntst> {
+    if flags & gt::GNTMAP_CONTAINS_PTE != 0 {
+        if host_addr & 7 != 0 {
+            return Err(Gntst::GeneralError);
+        }
+        return Ok((
+            Mfn::new(host_addr >> 12),
+            ((host_addr & 0xfff) / 8) as usize,
+        ));
+    }
+    if !guestmem::is_guest_range(host_addr, 1) {
+        return Err(Gntst::BadVirtAddr);
+    }
+    let l4 = ctx.vcpu().kernel_l4;
+    super::memhc::l1_slot(l4, host_addr).map_err(|_| Gntst::BadVirtAddr)
+}
+
+fn map_one(ctx: &mut Ctx, op: &gt::GnttabMapGrantRef) -> Result<(GrantHandle, Mfn), Gntst> {
+    let me = ctx.domid();
+    let gi = ctx.hv.find(DomId::new(op.dom)).ok_or(Gntst::BadDomain)?;
+    let granter = ctx.hv.domains[gi].id;
+    let mi = ctx.di;
+    let slot = if op.flags & gt::GNTMAP_HOST_MAP != 0 {
+        Some(host_slot(ctx, op.host_addr, op.flags)?)
+    } else {
+        None
+    };
+    pv::with(|p, mem| {
+        let mut refs = Refs { pv: p, mem };
+        let (gtable, entries, maptrack) = grant_parts(&mut ctx.hv.domains, gi, mi);
+        let mapped = gtable.map(
+            entries,
+            &mut refs,
+            granter,
+            GrantRef::new(op.gref),
+            me,
+            maptrack,
+            op.flags,
+        )?;
+        if let Some((l1, index)) = slot {
+            if refs
+                .pv
+                .create_grant_mapping(refs.mem, me, l1, index, mapped.frame, granter, op.flags)
+                .is_err()
+            {
+                let _ = gtable.unmap(entries, &mut refs, maptrack, mapped.handle, MapUse::ALL);
+                return Err(Gntst::GeneralError);
+            }
+        }
+        Ok((mapped.handle, mapped.frame))
+    })
+}
+
+/// The granter's table and entries and the mapper's maptrack, which may be the same
+/// domain's.
+fn grant_parts(
+    domains: &mut [Domain],
+    gi: usize,
+    mi: usize,
+) -> (&mut GrantTable, &mut DirectEntries, &mut grant::MapTrack) {
+    if gi == mi {
+        let d = &mut domains[gi];
+        (&mut d.grant, &mut d.grant_entries, &mut d.maptrack)
+    } else if gi < mi {
+        let (a, b) = domains.split_at_mut(mi);
+        (
+            &mut a[gi].grant,
+            &mut a[gi].grant_entries,
+            &mut b[0].maptrack,
+        )
+    } else {
+        let (a, b) = domains.split_at_mut(gi);
+        (
+            &mut b[0].grant,
+            &mut b[0].grant_entries,
+            &mut a[mi].maptrack,
+        )
+    }
+}
+
+/// Unmaps a batch: first every host PTE, then one TLB flush, then the grant pins and
+/// frame references (so the granter can never reuse a frame the mapper still caches).
+fn unmap_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
+    let me = ctx.domid();
+    let mi = ctx.di;
+    let mut done: Vec<(u64, gt::GnttabUnmapGrantRef, Option<GrantUnmap>, MapUse)> = Vec::new();
+    for i in 0..u64::from(count) {
+        let va = uop.wrapping_add(i * 24);
+        let mut op: gt::GnttabUnmapGrantRef = guestmem::read(va)?;
+        let handle = GrantHandle::new(op.handle);
+        let m = match ctx.hv.domains[mi].maptrack.lookup(handle) {
+            Ok(m) => m,
+            Err(s) => {
+                op.status = s.code();
+                guestmem::write(va, &op)?;
+                continue;
+            }
+        };
+        if op.dev_bus_addr != 0 && op.dev_bus_addr != m.frame.raw() << 12 {
+            op.status = Gntst::BadDevAddr.code();
+            guestmem::write(va, &op)?;
+            continue;
+        }
+        let mut uses = MapUse {
+            host: false,
+            device: m.uses.device,
+        };
+        let mut token = None;
+        if op.host_addr != 0 && m.uses.host {
+            let slot = host_slot(ctx, op.host_addr, m.map_flags);
+            let r = slot.ok().and_then(|(l1, index)| {
+                pv::with(|p, mem| {
+                    p.destroy_grant_mapping(mem, me, l1, index, m.frame, m.map_flags)
+                        .ok()
+                })
+            });
+            match r {
+                Some(t) => {
+                    token = Some(t);
+                    uses.host = true;
+                }
+                None => {
+                    op.status = Gntst::GeneralError.code();
+                    guestmem::write(va, &op)?;
+                    continue;
+                }
+            }
+        }
+        done.push((va, op, token, uses));
+    }
+    pv::flush_tlb_all();
+    for (va, mut op, token, uses) in done {
+        let handle = GrantHandle::new(op.handle);
+        let gi = ctx.hv.domains[mi]
+            .maptrack
+            .lookup(handle)
+            .ok()
+            .and_then(|m| ctx.hv.find(m.granter));
+        pv::with(|p, mem| {
+            let mut refs = Refs { pv: p, mem };
+            if let Some(gi) = gi {
+                let (gtable, entries, maptrack) = grant_parts(&mut ctx.hv.domains, gi, mi);
+                op.status = Gntst::status(
+                    &gtable
+                        .unmap(entries, &mut refs, maptrack, handle, uses)
+                        .map(|_| ()),
+                );
+            } else {
+                // The granter is gone: its frame lives on only through this mapping.
+                op.status = 0;
+            }
+            if let Some(t) = token {
+                refs.pv.put_grant_refs(refs.mem, t);
+            }
+        });
+        guestmem::write(va, &op)?;
+    }
+    Ok(0)
+}
