@@ -79,6 +79,16 @@ fn domctl() -> Result<()> {
     expect_success("domctl")
 }
 
+/// Grant tables v1 from dom0: set/get_version, query_size, setup_table (own and another
+/// domain's), self-grants mapped and unmapped with the GTF_reading/GTF_writing bits,
+/// read-only mappings that fault on write, copies, every illegal request with Xen's
+/// GNTST_* code, and a granter destroyed while dom0 maps its grant (the frame is freed
+/// at the unmap, not before, and nothing leaks).
+#[test]
+fn grant() -> Result<()> {
+    expect_success("grant")
+}
+
 /// The start of a crash: the report and the guest's registers.
 fn expect_crash_report(m: &mut Machine) -> Result<()> {
     m.expect(XEN_DOM0_CRASHED, RUN)?;

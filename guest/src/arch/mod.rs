@@ -13,6 +13,8 @@ pub mod cpu;
 // toolstack: domctl, foreign populate/pin/map for dom0's domain builder
 pub mod domctl;
 pub mod foreign;
+// grant_table_op wrappers (map area targets only)
+pub mod gnttab;
 pub mod hypercall;
 pub mod mmu;
 pub mod user;

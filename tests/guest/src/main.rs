@@ -3,10 +3,11 @@
 //! cpuid, fpu_taskswitch/#NM, set_segment_base, `int $n`), `userspace` (iret to user mode,
 //! the syscall callback, entries from user mode), `mmu` (the PV memory model: legal and
 //! illegal page-table updates, pinning, memory_op, GDT, writable page tables), `bench`
-//! (`BENCH <name> <value> <unit>` lines for `cargo xtask bench`). Each check prints
-//! `ok <what>` or `FAIL <what>: got <x>, expected <y>`; the run ends with exactly one
-//! `Test result: SUCCESS` / `Test result: FAILURE` and SCHEDOP_shutdown(poweroff) (except
-//! `crash`, which must be killed by the hypervisor).
+//! (`BENCH <name> <value> <unit>` lines for `cargo xtask bench`), `grant` (grant tables
+//! v1: map/unmap/copy with Xen's status codes, a granter destroyed while mapped). Each
+//! check prints `ok <what>` or `FAIL <what>: got <x>, expected <y>`; the run ends with
+//! exactly one `Test result: SUCCESS` / `Test result: FAILURE` and
+//! SCHEDOP_shutdown(poweroff) (except `crash`, which must be killed by the hypervisor).
 //!
 //! Expected values are Xen's (xen-project/xen c447b7308b13), so the kernel passes on real Xen.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -55,10 +56,11 @@ mod kernel {
             Some("mmu") => scenarios::mmu::run(&mut r),
             Some("bench") => scenarios::bench::run(&mut r),
             Some("domctl") => scenarios::domctl::run(&mut r),
+            Some("grant") => scenarios::grant::run(&mut r),
             Some(other) => r.fail(
                 "scenario",
                 other,
-                "hypercalls|exception|crash|timers|events|cpu|userspace|mmu|bench|domctl",
+                "hypercalls|exception|crash|timers|events|cpu|userspace|mmu|bench|domctl|grant",
             ),
             None => r.fail("scenario", "none on the command line", "scenario=NAME"),
         }

@@ -156,13 +156,19 @@ pub fn table(series: &[Series], runs: usize) -> String {
     ));
     let row = |s: &Series| {
         let v = med(s);
+        // Ratios compare times only: a throughput (GB/s) row shows "-".
+        let (c, m) = if s.unit == "ns" {
+            (call, memcpy)
+        } else {
+            (None, None)
+        };
         format!(
             "{:<width$} | {:>12.3} | {:<4} | {:>9} | {:>13} | {}/{runs}\n",
             s.name,
             v,
             s.unit,
-            ratio(v, call),
-            ratio(v, memcpy),
+            ratio(v, c),
+            ratio(v, m),
             s.values.len()
         )
     };
@@ -262,5 +268,13 @@ mod tests {
         assert!(t.contains("100.2"), "{t}");
         assert!(t.contains("3.0"), "{t}");
         assert!(t.contains("1/2"), "{t}");
+        collect("BENCH grant_copy_4k_gbps 1.500 GB/s\n", &mut s);
+        let t = table(&s, 2);
+        let gbps = t
+            .lines()
+            .find(|l| l.starts_with("grant_copy_4k_gbps"))
+            .unwrap();
+        assert!(gbps.contains("1.500") && gbps.contains("GB/s"), "{t}");
+        assert_eq!(gbps.matches(" - ").count(), 2, "{t}");
     }
 }

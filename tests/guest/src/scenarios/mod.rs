@@ -6,6 +6,7 @@ pub mod crash;
 pub mod domctl;
 pub mod events;
 pub mod exception;
+pub mod grant;
 pub mod hypercalls;
 pub mod mmu;
 pub mod timers;
