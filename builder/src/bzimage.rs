@@ -2,15 +2,24 @@
 //! `tools/libs/guest/xg_dom_bzimageloader.c`): find the protected-mode payload, which for a
 //! PV boot is the (normally compressed) `vmlinux` ELF.
 //!
-//! The builder has no decompressor: an uncompressed ELF payload is used directly, and a
-//! compressed one is reported as [`BuildError::CompressedPayload`] naming the compression,
-//! so the caller can decompress it first.
+//! An uncompressed ELF payload is used directly (borrowed, [`kernel_elf`]). An xz payload
+//! (Debian's kernels) is decompressed into an owned buffer by [`unpack_kernel`], bounded by
+//! the size Linux's build appends to the payload plus [`DECOMPRESS_SLACK`], and by
+//! [`MAX_DECOMPRESSED_KERNEL`]. Other compressions are reported as
+//! [`BuildError::CompressedPayload`] naming the compression, so the caller can decompress
+//! the kernel first.
 
+use alloc::borrow::Cow;
 use core::fmt;
 
 use crate::bytes::{slice, u16_at, u32_at, u8_at};
 use crate::elf::ELF_MAGIC;
-use crate::BuildError;
+use crate::{xz, BuildError};
+
+/// Hard cap on a decompressed kernel, whatever its bzImage claims.
+pub const MAX_DECOMPRESSED_KERNEL: usize = 512 << 20;
+/// Allowed excess of the decompressed size over the bzImage's size hint.
+pub const DECOMPRESS_SLACK: usize = 1 << 20;
 
 /// Offset of the `"HdrS"` setup-header magic.
 const HDRS_OFFSET: usize = 0x202;
@@ -141,5 +150,39 @@ pub fn kernel_elf(data: &[u8]) -> Result<&[u8], BuildError> {
             None => Ok(bz.payload),
             Some(kind) => Err(BuildError::CompressedPayload { kind }),
         },
+    }
+}
+
+/// The ELF to load from a kernel file, decompressing an xz-compressed bzImage payload:
+/// borrowed for an ELF file or an uncompressed payload, owned when decompressed.
+///
+/// The output may not exceed the payload's decompressed-size hint plus
+/// [`DECOMPRESS_SLACK`], nor [`MAX_DECOMPRESSED_KERNEL`]; the decompressed data must be an
+/// ELF file. Other compressions give [`BuildError::CompressedPayload`].
+pub fn unpack_kernel(data: &[u8]) -> Result<Cow<'_, [u8]>, BuildError> {
+    if data.starts_with(&ELF_MAGIC) {
+        return Ok(Cow::Borrowed(data));
+    }
+    let bz = BzImage::parse(data)?.ok_or(BuildError::NotElf)?;
+    match bz.compression() {
+        None => Ok(Cow::Borrowed(bz.payload)),
+        Some(Compression::Xz) => {
+            let hint = bz
+                .decompressed_len_hint()
+                .and_then(|h| usize::try_from(h).ok())
+                .unwrap_or(0);
+            let limit = hint
+                .saturating_add(DECOMPRESS_SLACK)
+                .min(MAX_DECOMPRESSED_KERNEL);
+            // The payload is one xz stream followed by the 4-byte size hint, which the
+            // stream decoder leaves alone (as Linux's own decompressor does).
+            let (elf, _) =
+                xz::decompress_stream_expecting(bz.payload, hint, limit).map_err(BuildError::Xz)?;
+            if !elf.starts_with(&ELF_MAGIC) {
+                return Err(BuildError::NotElf);
+            }
+            Ok(Cow::Owned(elf))
+        }
+        Some(kind) => Err(BuildError::CompressedPayload { kind }),
     }
 }

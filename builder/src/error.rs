@@ -187,11 +187,14 @@ pub enum BuildError {
     },
     /// The bzImage payload does not lie inside the file.
     BzImagePayloadOutOfFile,
-    /// The bzImage payload is compressed; decompress it first (the builder has no decoder).
+    /// The bzImage payload is compressed: xz through [`crate::bzimage::unpack_kernel`]
+    /// first; other compressions are not supported.
     CompressedPayload {
         /// The compression recognised from the payload's magic bytes.
         kind: Compression,
     },
+    /// The bzImage's xz payload could not be decompressed.
+    Xz(crate::xz::XzError),
 
     // ----- layout -----
     /// The domain has fewer pages than the layout needs.
@@ -322,6 +325,7 @@ impl fmt::Display for BuildError {
                 f,
                 "bzImage payload is {kind}-compressed; decompress the kernel (vmlinux) first"
             ),
+            Xz(e) => write!(f, "bzImage xz payload: {e}"),
             NotEnoughMemory { needed, available } => write!(
                 f,
                 "domain needs at least {needed} pages for its initial layout but has {available}"
@@ -352,6 +356,7 @@ impl From<BuildError> for xen_abi::Errno {
     fn from(e: BuildError) -> Self {
         match e {
             BuildError::NotEnoughMemory { .. } => xen_abi::Errno::ENOMEM,
+            BuildError::Xz(crate::xz::XzError::OutOfMemory) => xen_abi::Errno::ENOMEM,
             _ => xen_abi::Errno::EINVAL,
         }
     }

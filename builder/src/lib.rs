@@ -7,6 +7,7 @@
 //!
 //! Steps, each its own module:
 //!
+//! 0. [`bzimage::unpack_kernel`]: unwrap a bzImage, decompressing an xz payload ([`xz`]).
 //! 1. [`image::KernelImage::parse`]: unwrap a bzImage ([`bzimage`]), parse the ELF64
 //!    ([`elf`]), read the Xen notes ([`notes`]) and apply Xen's acceptance checks.
 //! 2. [`layout::plan`]: decide which guest frame (PFN) holds what, in libxc's order.
@@ -32,9 +33,10 @@ pub mod hypercall_page;
 pub mod image;
 pub mod layout;
 pub mod notes;
+pub mod xz;
 
 pub use build::{build, BootState, BuildMemory, StartInfoParams};
-pub use bzimage::Compression;
+pub use bzimage::{unpack_kernel, Compression};
 pub use error::{BuildError, FeatureName};
 pub use hypercall_page::{fill_hypercall_page, hypercall_page};
 pub use image::KernelImage;

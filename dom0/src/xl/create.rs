@@ -292,8 +292,9 @@ pub fn build_domain<V: Hypervisor, S: Store>(
     uuid: [u8; 16],
 ) -> Result<Built, CreateError> {
     let offered = hvm.offered_features();
-    let elf = domain_builder::bzimage::kernel_elf(kernel).map_err(CreateError::Kernel)?;
-    let image = KernelImage::parse(elf, offered).map_err(CreateError::Kernel)?;
+    // An xz-compressed bzImage payload is decompressed into an owned buffer.
+    let elf = domain_builder::unpack_kernel(kernel).map_err(CreateError::Kernel)?;
+    let image = KernelImage::parse(&elf, offered).map_err(CreateError::Kernel)?;
     let nr_pages = cfg.memory_mib * 256;
     let layout = domain_builder::plan(
         &image,

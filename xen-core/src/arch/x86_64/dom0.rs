@@ -50,6 +50,81 @@ impl BuildMemory for Dom0Memory<'_> {
     }
 }
 
+/// Physically contiguous free frames used while building dom0: the decompressed kernel.
+struct Scratch {
+    first: u64,
+    frames: u64,
+    len: usize,
+}
+
+impl Scratch {
+    /// Unpacks an xz-compressed bzImage payload, if `kernel` is one.
+    fn for_kernel(kernel: &[u8]) -> Result<Option<Scratch>, String> {
+        use domain_builder::bzimage::BzImage;
+        use domain_builder::Compression;
+        let bz = match BzImage::parse(kernel) {
+            Ok(Some(bz)) if bz.compression() == Some(Compression::Xz) => bz,
+            _ => return Ok(None),
+        };
+        let hint = bz
+            .decompressed_len_hint()
+            .ok_or("bzImage without a size hint")? as u64;
+        let frames = (hint + (1 << 20)).div_ceil(4096);
+        let first = {
+            let mut f = FRAMES.lock();
+            let run: Vec<u64> = (0..frames)
+                .filter_map(|_| f.alloc(DomId::XEN, mm::FrameUse::Xen).map(|m| m.raw()))
+                .collect();
+            let contiguous = run.len() as u64 == frames && run.windows(2).all(|w| w[1] == w[0] + 1);
+            if !contiguous {
+                for m in run {
+                    f.free(Mfn::new(m));
+                }
+                return Err(alloc::format!(
+                    "no {} MiB of contiguous memory to unpack the kernel",
+                    frames / 256
+                ));
+            }
+            run.first().copied().unwrap_or(0)
+        };
+        let mut s = Scratch {
+            first,
+            frames,
+            len: 0,
+        };
+        // SAFETY: the frames were just taken off the free list, are contiguous (checked)
+        // and direct-mapped, and nothing else uses them until `drop`.
+        let out = unsafe {
+            core::slice::from_raw_parts_mut(
+                mm::maddr_to_virt(first << 12),
+                (frames * 4096) as usize,
+            )
+        };
+        let (n, _) = domain_builder::xz::decompress_stream_into(bz.payload, out)
+            .map_err(|e| alloc::format!("bzImage xz payload: {e}"))?;
+        s.len = n;
+        crate::xinfo!(
+            " Dom0 kernel: bzImage, xz payload unpacked to {} bytes\n",
+            n
+        );
+        Ok(Some(s))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as in `for_kernel`; `len` bytes were written by the decoder.
+        unsafe { core::slice::from_raw_parts(mm::maddr_to_virt(self.first << 12), self.len) }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut f = FRAMES.lock();
+        for m in self.first..self.first + self.frames {
+            f.free(Mfn::new(m));
+        }
+    }
+}
+
 fn module_bytes(start: u64, end: u64) -> &'static [u8] {
     // SAFETY: boot modules are reserved RAM (never on the free list) mapped by the
     // direct map, and never written after boot.
@@ -67,7 +142,14 @@ pub fn build(
     options: &Options,
 ) -> Result<(), String> {
     let kernel = module_bytes(kstart, kend);
-    let elf = domain_builder::bzimage::kernel_elf(kernel).map_err(|e| alloc::format!("{e}"))?;
+    // A bzImage's xz payload (Debian's kernels, ~66 MB unpacked) is decompressed into a
+    // run of free frames seen through the direct map, not the heap; the frames go back
+    // to the allocator once dom0 is built.
+    let scratch = Scratch::for_kernel(kernel)?;
+    let elf: &[u8] = match &scratch {
+        Some(s) => s.bytes(),
+        None => domain_builder::bzimage::kernel_elf(kernel).map_err(|e| alloc::format!("{e}"))?,
+    };
     // Linux requires `!writable_page_tables`: Xen accepts such PV kernels (it emulates
     // their page-table writes), so the builder is told the feature is offered.
     let offered = hypercall::supported_features(true)
