@@ -229,22 +229,24 @@ impl GrantTable {
     }
 
     /// Sets `GTF_reading` (and `GTF_writing` unless `readonly`) in the shared entry
-    /// (Xen's `_set_status_v1`). If the entry is not pinned yet, it must permit access
-    /// to `to` (`map`: and not be a sub-page grant); a write pin needs an entry without
+    /// (Xen's `_set_status_v1`). The entry must permit access to `to` (`map`: and not
+    /// be a sub-page grant), pinned already or not; a write pin needs an entry without
     /// `GTF_readonly`. The guest may change the entry meanwhile: after
     /// [`CAS_ATTEMPTS`] failed compare-exchanges the entry counts as unstable. Every
     /// failure is `GNTST_general_error`, as in Xen.
     fn set_status<E: EntryAccess>(
         entries: &mut E,
         gref: GrantRef,
-        pinned: bool,
         readonly: bool,
         map: bool,
         to: DomId,
     ) -> Result<(), Gntst> {
         let mut cur = entries.read_header(gref);
         for _ in 0..CAS_ATTEMPTS {
-            if !pinned && !cur.permits(to, map) {
+            // Checked whether or not the entry is already pinned, as Xen's
+            // _set_status_v1 does: a guest that revoked the grant while it was mapped
+            // cannot have a new (writable) pin taken on it.
+            if !cur.permits(to, map) {
                 return Err(Gntst::GeneralError);
             }
             let mut new = cur.with_flags(GTF_READING);
@@ -324,7 +326,7 @@ impl GrantTable {
         }
         let mut frame = act.frame;
         if !pinned || (!readonly && !act.pins.writable()) {
-            Self::set_status(entries, gref, pinned, readonly, true, mapper)?;
+            Self::set_status(entries, gref, readonly, true, mapper)?;
             if !pinned {
                 frame = Mfn::new(u64::from(entries.read_frame(gref)));
             }
@@ -492,7 +494,7 @@ impl GrantTable {
             return Err(Gntst::GeneralError);
         }
         let frame = if !pinned || (!readonly && !act.pins.writable()) {
-            Self::set_status(entries, gref, pinned, readonly, false, copier)?;
+            Self::set_status(entries, gref, readonly, false, copier)?;
             let f = Mfn::new(u64::from(entries.read_frame(gref)));
             if !refs.get_frame(f, granter) {
                 Self::reduce_status(entries, gref, act.pins, readonly);
