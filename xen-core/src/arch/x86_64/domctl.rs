@@ -310,6 +310,8 @@ fn domain_info(d: &Domain) -> dc::DomctlGetDomainInfo {
                 | dc::DOMINF_CRASHED
                 | (xen_abi::sched::SHUTDOWN_CRASH << dc::DOMINF_SHUTDOWNSHIFT);
         }
+        // As Xen: a paused domain is neither running nor blocked.
+        None if d.paused => {}
         None => {
             if d.vcpus.iter().any(|v| v.state == RunState::Runnable) {
                 flags |= dc::DOMINF_RUNNING;

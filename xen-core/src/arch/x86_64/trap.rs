@@ -300,7 +300,29 @@ pub fn exit_to_guest(f: &mut TrapFrame) {
                     crate::xinfo!("no domains left: halting\n");
                     super::power::halt();
                 }
+                // Nothing runs while idle: the last vCPU leaves the running state (its
+                // CPU time stops) and is reloaded in full when anything resumes.
                 save_current(&mut hv, f);
+                if let Some((di, vi)) = hv.current.take() {
+                    if let Some(v) = hv.domains.get_mut(di).and_then(|d| d.vcpus.get_mut(vi)) {
+                        // SAFETY: FS/GS base MSRs exist on every x86_64 CPU.
+                        unsafe {
+                            v.fs_base = cpu::rdmsr(cpu::MSR_FS_BASE);
+                            let gs = cpu::rdmsr(cpu::MSR_GS_BASE);
+                            if v.in_kernel {
+                                v.gs_base_kernel = gs;
+                            } else {
+                                v.gs_base_user = gs;
+                            }
+                        }
+                        let st = if v.state == RunState::Runnable {
+                            xen_abi::vcpu::RUNSTATE_RUNNABLE
+                        } else {
+                            xen_abi::vcpu::RUNSTATE_BLOCKED
+                        };
+                        v.set_runstate(st, time::now());
+                    }
+                }
                 drop(hv);
                 cpu::idle_once();
             }
