@@ -16,6 +16,10 @@ mod toolstack;
 #[cfg(target_os = "none")]
 mod xenstore;
 
+// ringtest: `ringtest DOMID`, the backend of the dom0<->domU ring test (dom0/src/ringtest.rs)
+#[cfg(target_os = "none")]
+mod ringtest;
+
 #[cfg(target_os = "none")]
 mod kernel {
     use crate::toolstack; // toolstack
@@ -212,7 +216,9 @@ mod kernel {
             for &b in &input[..n] {
                 let outcome = match editor.feed(b, &mut |e: &[u8]| console::write_bytes(e)) {
                     // toolstack: `xl ...` lines go to the toolstack
-                    Event::Line(line) => match toolstack::command(line, &mut k) {
+                    Event::Line(line) => match toolstack::command(line, &mut k)
+                        .or_else(|| crate::ringtest::command(line, &mut k)) // ringtest
+                    {
                         Some(o) => o,
                         None => run_command(line, &mut k),
                     },

@@ -59,6 +59,8 @@ mod front;
 mod idx;
 mod memory;
 pub mod netif;
+// ringtest: rxen's dom0<->domU ring test protocol (ring/src/ringtest.rs)
+pub mod ringtest;
 mod sring;
 #[cfg(feature = "test-utils")]
 mod vec_memory;

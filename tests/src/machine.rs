@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::qemu::{self, Accel, ConfigError, ExitKind, QemuConfig};
 
+/// File name of dom0's ramdisk as `cargo xtask build` packs it, next to the dom0 image.
+pub const DOM0_RAMDISK_FILE: &str = "dom0-ramdisk.cpio";
+
 /// How many lines of output an error shows.
 const TAIL_LINES: usize = 40;
 
@@ -61,10 +64,13 @@ impl Config {
         }
     }
 
-    /// rxen's dom0 on rxen, images from the environment (see [`Images::from_env`]).
+    /// rxen's dom0 on rxen with its ramdisk (the `xl` configs and the domU kernel), images
+    /// from the environment (see [`Images::from_env`]).
     pub fn dom0() -> Self {
         let images = Images::get();
-        Config::new(images.xen, images.dom0)
+        let mut cfg = Config::new(images.xen, images.dom0);
+        cfg.ramdisk = images.dom0_ramdisk;
+        cfg
     }
 
     /// The test guest booted as dom0 with `scenario=<scenario>` on its command line.
@@ -99,6 +105,10 @@ pub struct Images {
     pub dom0: PathBuf,
     /// `$RXEN_TEST_GUEST`: the test guest kernel.
     pub test_guest: PathBuf,
+    /// `$RXEN_DOM0_RAMDISK`: dom0's ramdisk (example configs, the domU kernel); if unset,
+    /// the `dom0-ramdisk.cpio` that `cargo xtask build` packs next to the dom0 image, if
+    /// there is one.
+    pub dom0_ramdisk: Option<PathBuf>,
 }
 
 impl Images {
@@ -122,10 +132,16 @@ impl Images {
             }
             Ok(path)
         };
+        let dom0 = var("RXEN_DOM0")?;
+        let dom0_ramdisk = match std::env::var_os("RXEN_DOM0_RAMDISK") {
+            Some(_) => Some(var("RXEN_DOM0_RAMDISK")?),
+            None => Some(dom0.with_file_name(DOM0_RAMDISK_FILE)).filter(|p| p.is_file()),
+        };
         Ok(Images {
             xen: var("RXEN_XEN")?,
-            dom0: var("RXEN_DOM0")?,
+            dom0,
             test_guest: var("RXEN_TEST_GUEST")?,
+            dom0_ramdisk,
         })
     }
 

@@ -98,8 +98,12 @@ pub fn parse_mem_kb(s: &str) -> Option<u64> {
     Some(kb)
 }
 
+const CREATE_USAGE: &str = "Usage: xl create <ConfigFile> [-c] [Key=Value ...]";
+
 const XL_USAGE: &str = "Usage: xl <subcommand> [args]
- create FILE [-c]   create a domain from a config file (-c: attach its console)
+ create FILE [-c] [KEY=VALUE ...]
+                    create a domain from a config file (-c: attach its console;
+                    KEY=VALUE settings override the file's)
  list               list domains
  destroy DOM        terminate a domain immediately
  shutdown DOM       ask a domain to shut down
@@ -295,19 +299,22 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
     fn cmd_create(&mut self, rest: &[&str], h: &mut impl Host) {
         let mut file = None;
         let mut console = false;
+        // xl's `[Key=Value ...]`: extra settings that follow the file's (and so win).
+        let mut extra: Vec<&str> = Vec::new();
         for &a in rest {
             match a {
                 "-c" => console = true,
                 "-p" | "-q" | "-F" | "-e" => {}
+                _ if file.is_some() && a.contains('=') => extra.push(a),
                 _ if file.is_none() && !a.starts_with('-') => file = Some(a),
                 _ => {
-                    let _ = writeln!(h, "Usage: xl create <ConfigFile> [-c]");
+                    let _ = writeln!(h, "{CREATE_USAGE}");
                     return;
                 }
             }
         }
         let Some(file) = file else {
-            let _ = writeln!(h, "Usage: xl create <ConfigFile> [-c]");
+            let _ = writeln!(h, "{CREATE_USAGE}");
             return;
         };
         let _ = writeln!(h, "Parsing config from {file}");
@@ -322,8 +329,27 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
             let _ = writeln!(h, "{file}: config file is not UTF-8 text");
             return;
         };
-        let cfg = match DomainConfig::parse(text) {
+        let lines = text.lines().count();
+        let text = if extra.is_empty() {
+            String::from(text)
+        } else {
+            let mut t = String::from(text);
+            if !t.is_empty() && !t.ends_with('\n') {
+                t.push('\n');
+            }
+            for e in &extra {
+                t.push_str(e);
+                t.push('\n');
+            }
+            t
+        };
+        let cfg = match DomainConfig::parse(&text) {
             Ok(c) => c,
+            Err(e) if e.line > lines => {
+                let setting = extra.get(e.line - lines - 1).copied().unwrap_or("");
+                let _ = writeln!(h, "{setting}: config parsing error: {}", e.problem);
+                return;
+            }
             Err(e) => {
                 let _ = writeln!(h, "{file}:{}: config parsing error: {}", e.line, e.problem);
                 return;

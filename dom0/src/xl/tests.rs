@@ -839,3 +839,22 @@ fn memory_too_large_for_host() {
     assert_eq!(t.hv.doms.len(), 1);
     assert_eq!(t.hv.free_pages, 8192);
 }
+
+#[test]
+fn create_with_key_value_overrides() {
+    let mut t = ts();
+    let out = run(
+        &mut t,
+        "create /etc/xen/demo.cfg name=\"other\" extra=\"peer=1\"",
+    );
+    assert_eq!(out, "Parsing config from /etc/xen/demo.cfg\n");
+    let list = run(&mut t, "list");
+    assert!(list.contains("other "), "{list}");
+    assert!(!list.contains("demo "), "{list}");
+    // The file's own name is free again: the override named the domain.
+    let out = run(&mut t, "create /etc/xen/demo.cfg");
+    assert_eq!(out, "Parsing config from /etc/xen/demo.cfg\n");
+    let out = run(&mut t, "create /etc/xen/demo.cfg name=\"third\" memory=");
+    assert!(out.contains("memory=: config parsing error"), "{out}");
+    assert!(run(&mut t, "create /etc/xen/demo.cfg -x").starts_with("Usage"));
+}

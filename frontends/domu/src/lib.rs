@@ -27,6 +27,17 @@ pub struct Config {
     pub crash_after: Option<u64>,
     /// `console_io` or `console_io=1`: copy console output to the hypervisor console.
     pub console_io: bool,
+    /// `evtchn_server`: offer an interdomain event channel through xenstore
+    /// ([`evtchn`]) to the first domain that asks, and answer its events.
+    pub evtchn_server: bool,
+    /// `evtchn_client=D`: ask domain D (an `evtchn_server`) for a channel and ping-pong
+    /// events with it.
+    pub evtchn_client: Option<u16>,
+    /// `evtchn_count=N`: events each side sends (default [`evtchn::DEFAULT_COUNT`]).
+    pub evtchn_count: Option<u32>,
+    /// `isolation=D`: try to read and write domain D's xenstore nodes and to map frames
+    /// that are not ours, and report what the hypervisor and xenstored answered.
+    pub isolation: Option<u16>,
 }
 
 fn flag(value: Option<&str>) -> bool {
@@ -46,6 +57,10 @@ impl Config {
                 "crash" => c.crash = flag(value),
                 "crash_after" => c.crash_after = value.and_then(|v| v.parse().ok()),
                 "console_io" => c.console_io = flag(value),
+                "evtchn_server" => c.evtchn_server = flag(value),
+                "evtchn_client" => c.evtchn_client = value.and_then(|v| v.parse().ok()),
+                "evtchn_count" => c.evtchn_count = value.and_then(|v| v.parse().ok()),
+                "isolation" => c.isolation = value.and_then(|v| v.parse().ok()),
                 _ => {}
             }
         }
@@ -199,6 +214,188 @@ pub fn watch_shutdown<T: XsTransport>(xb: &mut Xenbus<T>) -> Result<(), XsError>
         let _ = xb.write(TxId::NONE, node, b"1");
     }
     xb.watch(SHUTDOWN_NODE, SHUTDOWN_TOKEN)
+}
+
+/// `XS_SET_PERMS` on `path`: `perms[0]` is the owner with the access everybody else gets
+/// (`n`, `r`, `w` or `b`), the rest are per-domain grants (Xen's `xs_perm_to_string`).
+pub fn set_perms<T: XsTransport>(
+    xb: &mut Xenbus<T>,
+    path: &str,
+    perms: &[(u8, u16)],
+) -> Result<(), XsError> {
+    use core::fmt::Write as _;
+    let mut buf = Buf::<64>::new();
+    for &(access, domid) in perms {
+        if write!(buf, "{}{domid}\0", access as char).is_err() {
+            return Err(XsError::TooLong);
+        }
+    }
+    let mut reply = [0u8; 8];
+    let n = xb.request(
+        pv_guest::xenbus::msg::SET_PERMS,
+        TxId::NONE,
+        &[path.as_bytes(), b"\0", buf.as_bytes()],
+        &mut reply,
+    )?;
+    match &reply[..n] {
+        b"OK\0" | b"OK" => Ok(()),
+        _ => Err(XsError::BadReply),
+    }
+}
+
+mod heapless_buf {
+    /// A fixed-size byte buffer that `write!` fills (refusing to overflow).
+    #[derive(Clone, Copy)]
+    pub struct Buf<const N: usize> {
+        bytes: [u8; N],
+        len: usize,
+    }
+
+    impl<const N: usize> Default for Buf<N> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl<const N: usize> Buf<N> {
+        /// Empty.
+        pub fn new() -> Self {
+            Buf {
+                bytes: [0; N],
+                len: 0,
+            }
+        }
+        /// What was written.
+        pub fn as_bytes(&self) -> &[u8] {
+            &self.bytes[..self.len]
+        }
+        /// What was written, as text (only `write!` fills it, so it is UTF-8).
+        pub fn as_str(&self) -> &str {
+            core::str::from_utf8(self.as_bytes()).unwrap_or("")
+        }
+    }
+
+    impl<const N: usize> core::fmt::Write for Buf<N> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len.checked_add(s.len()).ok_or(core::fmt::Error)?;
+            let dst = self.bytes.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+            dst.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+}
+
+pub use heapless_buf::Buf;
+
+/// Two domUs setting up an interdomain event channel through xenstore, as split drivers
+/// do (a frontend publishes a port its backend binds), with a rendezvous because neither
+/// knows the other's domid in advance:
+///
+/// 1. the server creates `data/evtchn/client` (empty), writable by everyone;
+/// 2. the client, told the server's domid, writes its own domid there;
+/// 3. the server allocates an unbound port for that domid (`EVTCHNOP_alloc_unbound`) and
+///    publishes it as `data/evtchn/port`, readable by the client only;
+/// 4. the client binds it (`EVTCHNOP_bind_interdomain`) and they ping-pong events.
+pub mod evtchn {
+    use super::*;
+
+    /// Events each side sends unless `evtchn_count=` says otherwise.
+    pub const DEFAULT_COUNT: u32 = 100;
+    /// The rendezvous node, under the server's home.
+    pub const CLIENT_NODE: &str = "data/evtchn/client";
+    /// The published port, under the server's home.
+    pub const PORT_NODE: &str = "data/evtchn/port";
+
+    /// `/local/domain/<dom>/<node>`.
+    pub fn remote_path(dom: u16, node: &str) -> Buf<96> {
+        use core::fmt::Write as _;
+        let mut b = Buf::new();
+        let _ = write!(b, "/local/domain/{dom}/{node}");
+        b
+    }
+
+    /// Server step 1: create the rendezvous node, writable (not readable) by others.
+    pub fn open_rendezvous<T: XsTransport>(xb: &mut Xenbus<T>, me: u16) -> Result<(), XsError> {
+        xb.write(TxId::NONE, CLIENT_NODE, b"")?;
+        set_perms(xb, CLIENT_NODE, &[(b'w', me)])
+    }
+
+    /// Server step 3a: the client's domid, once it wrote one.
+    pub fn client_domid<T: XsTransport>(xb: &mut Xenbus<T>) -> Result<Option<u16>, XsError> {
+        let mut buf = [0u8; 16];
+        let v = xb.read_str(TxId::NONE, CLIENT_NODE, &mut buf)?;
+        Ok(v.trim().parse().ok())
+    }
+
+    /// Server step 3b: publish `port` for `client` only.
+    pub fn publish_port<T: XsTransport>(
+        xb: &mut Xenbus<T>,
+        me: u16,
+        client: u16,
+        port: u32,
+    ) -> Result<(), XsError> {
+        use core::fmt::Write as _;
+        let mut v = Buf::<16>::new();
+        let _ = write!(v, "{port}");
+        xb.write(TxId::NONE, PORT_NODE, v.as_bytes())?;
+        set_perms(xb, PORT_NODE, &[(b'n', me), (b'r', client)])
+    }
+
+    /// Client step 2: tell `server` who we are.
+    pub fn offer<T: XsTransport>(xb: &mut Xenbus<T>, server: u16, me: u16) -> Result<(), XsError> {
+        use core::fmt::Write as _;
+        let mut v = Buf::<16>::new();
+        let _ = write!(v, "{me}");
+        let path = remote_path(server, CLIENT_NODE);
+        let path = path.as_str();
+        xb.write(TxId::NONE, path, v.as_bytes())
+    }
+
+    /// Client step 4a: the port `server` published for us, once it did.
+    pub fn server_port<T: XsTransport>(xb: &mut Xenbus<T>, server: u16) -> Result<u32, XsError> {
+        let path = remote_path(server, PORT_NODE);
+        let path = path.as_str();
+        let mut buf = [0u8; 16];
+        let v = xb.read_str(TxId::NONE, path, &mut buf)?;
+        v.trim().parse().map_err(|_| XsError::BadReply)
+    }
+}
+
+/// What a domU may try on another domain's xenstore nodes (all must be refused).
+pub mod isolation {
+    use super::*;
+
+    /// Reading `/local/domain/<other>/name`.
+    pub fn read_name<T: XsTransport>(xb: &mut Xenbus<T>, other: u16) -> Result<(), XsError> {
+        let path = evtchn::remote_path(other, "name");
+        let path = path.as_str();
+        let mut buf = [0u8; 128];
+        xb.read(TxId::NONE, path, &mut buf).map(|_| ())
+    }
+
+    /// Overwriting `/local/domain/<other>/name`.
+    pub fn write_name<T: XsTransport>(xb: &mut Xenbus<T>, other: u16) -> Result<(), XsError> {
+        let path = evtchn::remote_path(other, "name");
+        let path = path.as_str();
+        xb.write(TxId::NONE, path, b"hijacked")
+    }
+
+    /// Creating a node in `/local/domain/<other>/data` (owned by the other domain).
+    pub fn write_data<T: XsTransport>(xb: &mut Xenbus<T>, other: u16) -> Result<(), XsError> {
+        let path = evtchn::remote_path(other, "data/intruder");
+        let path = path.as_str();
+        xb.write(TxId::NONE, path, b"1")
+    }
+}
+
+/// A xenstore result as the test reads it: `ok` or the errno's name.
+pub fn outcome(r: Result<(), XsError>) -> &'static str {
+    match r {
+        Ok(()) => "ok",
+        Err(XsError::Server(e)) => e.name(),
+        Err(_) => "transport error",
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,19 @@ impl Store {
                 self.answer(h, msg::WRITE, b"OK\0")
             }
             msg::WATCH => self.answer(h, msg::WATCH, b"OK\0"),
+            msg::SET_PERMS => {
+                if !self.nodes.contains_key(&path) {
+                    return self.answer(h, msg::ERROR, b"ENOENT\0");
+                }
+                let perms = p[nul + 1..]
+                    .split(|&b| b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.log.push((format!("perms {path}"), perms));
+                self.answer(h, msg::SET_PERMS, b"OK\0")
+            }
             msg::TRANSACTION_START => {
                 self.pending.clear();
                 self.answer(h, msg::TRANSACTION_START, b"5\0")
@@ -176,9 +189,17 @@ fn command_line() {
         Config {
             crash: false,
             crash_after: Some(5),
-            console_io: true
+            console_io: true,
+            ..Config::default()
         }
     );
+    let c = Config::parse("evtchn_server evtchn_count=7");
+    assert!(c.evtchn_server);
+    assert_eq!((c.evtchn_client, c.evtchn_count), (None, Some(7)));
+    let c = Config::parse("evtchn_client=3 isolation=1");
+    assert!(!c.evtchn_server);
+    assert_eq!((c.evtchn_client, c.isolation), (Some(3), Some(1)));
+    assert_eq!(Config::parse("evtchn_client=x").evtchn_client, None);
     assert_eq!(Config::parse("crash_after=x").crash_after, None);
     assert!(!Config::parse("nocrash xcrash=1").crash);
 }
@@ -282,4 +303,51 @@ fn text_truncates_at_char_boundaries() {
     assert_eq!(Text::<4>::new("abcdef").as_str(), "abcd");
     assert_eq!(Text::<4>::new("abcé").as_str(), "abc");
     assert_eq!(format!("{}", Text::<8>::new("dom")), "dom");
+}
+
+#[test]
+fn evtchn_rendezvous_server_side() {
+    let (mut xb, t) = setup(&[]);
+    evtchn::open_rendezvous(&mut xb, 3).unwrap();
+    // Nobody asked yet.
+    assert_eq!(evtchn::client_domid(&mut xb).unwrap(), None);
+    t.0.borrow_mut()
+        .nodes
+        .insert(format!("{HOME}/data/evtchn/client"), "4".into());
+    assert_eq!(evtchn::client_domid(&mut xb).unwrap(), Some(4));
+    evtchn::publish_port(&mut xb, 3, 4, 9).unwrap();
+    let log = t.0.borrow().log.clone();
+    assert_eq!(
+        log,
+        [
+            (format!("{HOME}/data/evtchn/client"), String::new()),
+            (format!("perms {HOME}/data/evtchn/client"), "w3".into()),
+            (format!("{HOME}/data/evtchn/port"), "9".into()),
+            (format!("perms {HOME}/data/evtchn/port"), "n3,r4".into()),
+        ]
+    );
+}
+
+#[test]
+fn evtchn_rendezvous_client_side_and_isolation_paths() {
+    let (mut xb, t) = setup(&[]);
+    assert_eq!(
+        evtchn::server_port(&mut xb, 1),
+        Err(XsError::Server(XsErrno::ENOENT))
+    );
+    evtchn::offer(&mut xb, 1, 3).unwrap();
+    t.0.borrow_mut()
+        .nodes
+        .insert("/local/domain/1/data/evtchn/port".into(), "12".into());
+    assert_eq!(evtchn::server_port(&mut xb, 1), Ok(12));
+    t.0.borrow_mut()
+        .read_only
+        .push("/local/domain/1/name".into());
+    assert_eq!(outcome(isolation::write_name(&mut xb, 1)), "EACCES");
+    assert_eq!(outcome(isolation::read_name(&mut xb, 1)), "ENOENT");
+    let log = t.0.borrow().log.clone();
+    assert_eq!(
+        log[0],
+        ("/local/domain/1/data/evtchn/client".into(), "3".into())
+    );
 }

@@ -223,6 +223,11 @@ pub fn bench(opts: &BenchOpts) -> Outcome {
             }
         }
         m.kill();
+        // ringtest: dom0 + the ringtest domU (tools/xtask/src/ringbench.rs)
+        match crate::ringbench::run(&images, opts.verbose, &mut series) {
+            Ok(n) => eprintln!("xtask: run {i}/{}: {n} two-domain results", opts.runs),
+            Err(e) => eprintln!("xtask: run {i}/{}: {}", opts.runs, e.message),
+        }
     }
     if series.is_empty() {
         return Err(Failure::new("the guest printed no BENCH lines"));

@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod debian;
 mod ramdisk; // toolstack: dom0's ramdisk (cpio newc)
+mod ringbench; // ringtest: two-domain benchmarks for `cargo xtask bench`
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -440,7 +441,8 @@ fn test(opts: &TestOpts) -> Outcome {
             .env("RXEN_XEN", &images.xen)
             .env("RXEN_DOM0", &images.dom0)
             .env("RXEN_TEST_GUEST", &images.test_guest)
-            .env("RXEN_DOMU", &images.domu);
+            .env("RXEN_DOMU", &images.domu)
+            .env("RXEN_DOM0_RAMDISK", ramdisk::path_for(&images.dom0));
         if !opts.test_args.is_empty() {
             cmd.arg("--").args(&opts.test_args);
         }

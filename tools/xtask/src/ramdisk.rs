@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// File name of the packed ramdisk, next to the dom0 image.
-pub const FILE_NAME: &str = "dom0-ramdisk.cpio";
+pub const FILE_NAME: &str = rxen_tests::machine::DOM0_RAMDISK_FILE;
 
 /// Where the ramdisk for the dom0 image `dom0` is.
 pub fn path_for(dom0: &Path) -> PathBuf {
