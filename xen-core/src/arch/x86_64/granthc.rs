@@ -4,8 +4,9 @@
 //! host mapping needs come from the PV MMU ([`crate::pvmm`]).
 
 use super::domain::Domain;
+use super::frame::TrapFrame;
 use super::guestmem;
-use super::hypercall::{Ctx, HcResult};
+use super::hypercall::{Ctx, HcResult, Outcome};
 use super::mm;
 use super::pv::{self, DirectMap};
 use crate::pvmm::{GrantUnmap, PageType, PvMm};
@@ -118,6 +119,41 @@ fn resolve(ctx: &Ctx, dom: u16) -> Result<usize, Gntst> {
     }
 }
 
+/// Elements of a map/unmap/copy batch handled per hypercall entry; a longer batch
+/// continues (the guest re-executes the hypercall with the rest), as Xen's does.
+const BATCH: u32 = 512;
+
+/// `grant_table_op(cmd, uop, count)` with continuations for long batches.
+pub(super) fn grant_table_op_batched(
+    ctx: &mut Ctx,
+    f: &mut TrapFrame,
+    cmd: u32,
+    uop: u64,
+    count: u32,
+) -> Outcome {
+    let size = match cmd {
+        gt::GNTTABOP_MAP_GRANT_REF => 32,
+        gt::GNTTABOP_UNMAP_GRANT_REF => 24,
+        gt::GNTTABOP_COPY => 40,
+        _ => 0,
+    };
+    if size == 0 || count <= BATCH {
+        return Outcome::Return(grant_table_op(ctx, cmd, uop, count));
+    }
+    // A multicall entry cannot be continued; its batch stays bounded instead.
+    if ctx.in_multicall {
+        return Outcome::Return(Err(Errno::EINVAL));
+    }
+    match grant_table_op(ctx, cmd, uop, BATCH) {
+        Ok(_) => {
+            f.rsi = uop.wrapping_add(u64::from(BATCH) * size);
+            f.rdx = u64::from(count - BATCH);
+            Outcome::Continue
+        }
+        Err(e) => Outcome::Return(Err(e)),
+    }
+}
+
 /// `grant_table_op(cmd, uop, count)`.
 pub(super) fn grant_table_op(ctx: &mut Ctx, cmd: u32, uop: u64, count: u32) -> HcResult {
     match cmd {
@@ -165,7 +201,7 @@ pub(super) fn grant_table_op(ctx: &mut Ctx, cmd: u32, uop: u64, count: u32) -> H
             Ok(0)
         }
         gt::GNTTABOP_MAP_GRANT_REF => {
-            for i in 0..u64::from(count.min(4096)) {
+            for i in 0..u64::from(count) {
                 let va = uop.wrapping_add(i * 32);
                 let mut op: gt::GnttabMapGrantRef = guestmem::read(va)?;
                 match map_one(ctx, &op) {
@@ -180,10 +216,10 @@ pub(super) fn grant_table_op(ctx: &mut Ctx, cmd: u32, uop: u64, count: u32) -> H
             }
             Ok(0)
         }
-        gt::GNTTABOP_UNMAP_GRANT_REF => unmap_batch(ctx, uop, count.min(4096)),
+        gt::GNTTABOP_UNMAP_GRANT_REF => unmap_batch(ctx, uop, count),
         gt::GNTTABOP_COPY => {
             let me = ctx.domid();
-            for i in 0..u64::from(count.min(4096)) {
+            for i in 0..u64::from(count) {
                 let va = uop.wrapping_add(i * 40);
                 let mut op: gt::GnttabCopy = guestmem::read(va)?;
                 let r = pv::with(|p, mem| {

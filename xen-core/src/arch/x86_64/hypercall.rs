@@ -119,6 +119,9 @@ fn call(ctx: &mut Ctx, f: &mut TrapFrame, number: u64, a: [u64; 5]) -> Outcome {
         nr::MMU_UPDATE => memhc::mmu_update(ctx, f, a[0], a[1], a[2], a[3] as u32),
         nr::MMUEXT_OP => memhc::mmuext_op(ctx, f, a[0], a[1], a[2], a[3] as u32),
         nr::MEMORY_OP => memhc::memory_op(ctx, f, a[0], a[1]),
+        nr::GRANT_TABLE_OP => {
+            super::granthc::grant_table_op_batched(ctx, f, a[0] as u32, a[1], a[2] as u32)
+        }
         nr::SCHED_OP => sched_op(ctx, f, a[0] as u32, a[1]),
         _ => Return(simple(ctx, f, number, a)),
     }
@@ -162,7 +165,6 @@ fn simple(ctx: &mut Ctx, f: &mut TrapFrame, number: u64, a: [u64; 5]) -> HcResul
         nr::EVENT_CHANNEL_OP => event_channel_op(ctx, a[0] as u32, a[1]),
         nr::SYSCTL => sysctl(ctx, a[0]),
         nr::DOMCTL => super::domctl::domctl(ctx, a[0]),
-        nr::GRANT_TABLE_OP => super::granthc::grant_table_op(ctx, a[0] as u32, a[1], a[2] as u32),
         nr::PHYSDEV_OP => physdev_op(ctx, a[0] as u32, a[1]),
         nr::SET_DEBUGREG => set_debugreg(ctx, a[0], a[1]),
         nr::GET_DEBUGREG => get_debugreg(ctx, a[0]),
@@ -397,7 +399,7 @@ fn multicall(ctx: &mut Ctx, f: &mut TrapFrame, list: u64, count: u64) -> Outcome
         let r = match e.op {
             // Neither nests: iret rewrites the frame and multicall would recurse.
             nr::IRET | nr::MULTICALL => Err(Errno::EINVAL),
-            nr::SCHED_OP | nr::MMU_UPDATE | nr::MMUEXT_OP | nr::MEMORY_OP => {
+            nr::SCHED_OP | nr::MMU_UPDATE | nr::MMUEXT_OP | nr::MEMORY_OP | nr::GRANT_TABLE_OP => {
                 // Run to completion inside a multicall (no continuation of one entry).
                 let mut scratch = *f;
                 ctx.in_multicall = true;
