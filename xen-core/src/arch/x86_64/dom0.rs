@@ -266,7 +266,7 @@ pub fn build(
         irqs: Vec::new(),
         grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
         grant_entries: Default::default(),
-        maptrack: Default::default(),
+        maptrack: grant::MapTrack::new(super::granthc::MAPTRACK_LIMIT),
     };
     d.mask_all_upcalls();
     d.vcpus[0].update_time();

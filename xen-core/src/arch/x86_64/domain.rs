@@ -434,6 +434,8 @@ pub struct Hypervisor {
     pub slice_start: u64,
     /// `SCHEDOP_yield`: give the CPU to another runnable vCPU at the next exit.
     pub yield_requested: bool,
+    /// Where the search for the next free domain id starts.
+    pub next_domid: u16,
 }
 
 /// The hypervisor's state. The hypervisor runs with interrupts off on one CPU, so the
@@ -450,6 +452,7 @@ pub static HV: Mutex<Hypervisor> = Mutex::new(Hypervisor {
     console_input_pending: false,
     slice_start: 0,
     yield_requested: false,
+    next_domid: 1,
 });
 
 impl Hypervisor {

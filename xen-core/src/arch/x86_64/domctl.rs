@@ -163,11 +163,15 @@ fn create(ctx: &mut Ctx, c: &dc::DomctlCreateDomain) -> Result<DomId, Errno> {
     if c.max_vcpus == 0 || c.max_vcpus > MAX_VCPUS || c.flags != 0 {
         return Err(Errno::EINVAL);
     }
-    // Lowest free id, as Xen hands them out (it does not reuse ids at once; rxen does).
-    let id = (1..DomId::FIRST_RESERVED.raw())
-        .map(DomId::new)
+    // Ids count up from the last one given, as Xen's do, so a new domain never reuses the
+    // id of one destroyed a moment ago (stale xenstore paths, tools holding the old id).
+    let span = DomId::FIRST_RESERVED.raw() - 1;
+    let start = ctx.hv.next_domid.max(1);
+    let id = (0..span)
+        .map(|i| DomId::new((start - 1 + i) % span + 1))
         .find(|id| ctx.hv.find(*id).is_none())
         .ok_or(Errno::ENOSPC)?;
+    ctx.hv.next_domid = id.raw() % span + 1;
     let max_pages = c.max_memkb / 4;
     pv::with(|p, _| p.create_domain(id, max_pages, c.max_vcpus as usize))?;
     let shared_info = match pv::alloc_xen_frame() {
@@ -202,7 +206,7 @@ fn create(ctx: &mut Ctx, c: &dc::DomctlCreateDomain) -> Result<DomId, Errno> {
         irqs: Vec::new(),
         grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
         grant_entries: Default::default(),
-        maptrack: Default::default(),
+        maptrack: grant::MapTrack::new(super::granthc::MAPTRACK_LIMIT),
     };
     d.mask_all_upcalls();
     d.update_wallclock(super::time::wallclock_at_boot(), 0);

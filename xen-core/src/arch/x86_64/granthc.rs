@@ -119,6 +119,10 @@ fn resolve(ctx: &Ctx, dom: u16) -> Result<usize, Gntst> {
     }
 }
 
+/// Grant mappings one domain may hold at once. Bounded well below Xen's default so that
+/// no pair of domains can exhaust the hypervisor's heap with maptrack entries.
+pub const MAPTRACK_LIMIT: u32 = 16384;
+
 /// Elements of a map/unmap/copy batch handled per hypercall entry; a longer batch
 /// continues (the guest re-executes the hypercall with the rest), as Xen's does.
 const BATCH: u32 = 512;
