@@ -26,6 +26,22 @@ mod layout {
     pub const VI_TIME: u64 = 32;
 }
 
+/// A vCPU's x87/SSE register state in `fxsave` format (512 bytes, 16-byte aligned).
+#[repr(C, align(16))]
+pub struct FpuState(pub [u8; 512]);
+
+impl FpuState {
+    /// The state after `fninit` with SSE defaults: FCW 0x037f, MXCSR 0x1f80, all
+    /// registers zero.
+    pub fn initial() -> alloc::boxed::Box<FpuState> {
+        let mut s = alloc::boxed::Box::new(FpuState([0; 512]));
+        s.0[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        s.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        s.0[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+        s
+    }
+}
+
 /// One entry of a guest's virtual IDT (`set_trap_table`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrapEntry {
@@ -106,6 +122,9 @@ pub struct Vcpu {
     pub debugreg: [u64; 8],
     /// The guest's virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
+    /// Its FPU/SSE registers while it is not running (switched eagerly, so no domain
+    /// ever sees another's registers).
+    pub fpu: alloc::boxed::Box<FpuState>,
     /// Time spent in each runstate (RUNSTATE_running..offline) and the current state's start.
     pub runstate_time: [u64; 4],
     /// When the current runstate began.
@@ -140,6 +159,7 @@ impl Vcpu {
             poll_ports: arrayvec::ArrayVec::new(),
             poll_deadline: None,
             fpu_ts: false,
+            fpu: FpuState::initial(),
             iopl: 0,
             cr4: None,
             debugreg: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],

@@ -209,6 +209,7 @@ fn switch_to(hv: &mut Hypervisor, f: &mut TrapFrame, di: usize, vi: usize) {
                 xen_abi::vcpu::RUNSTATE_BLOCKED
             };
             v.set_runstate(st, now);
+            save_fpu(&mut v.fpu);
         }
     }
     hv.current = Some((di, vi));
@@ -235,9 +236,26 @@ fn switch_to(hv: &mut Hypervisor, f: &mut TrapFrame, di: usize, vi: usize) {
             },
         );
     }
+    restore_fpu(&v.fpu);
     cpu::set_cr0_ts(v.fpu_ts);
     super::gdt::show(&v.gdt_frames);
     v.update_time();
+}
+
+/// Saves the live FPU/SSE registers (CR0.TS cleared first: fxsave would fault).
+fn save_fpu(area: &mut super::domain::FpuState) {
+    cpu::set_cr0_ts(false);
+    // SAFETY: the area is 512 bytes and 16-byte aligned (FpuState's layout); CR4.OSFXSR
+    // is set at boot; the hypervisor itself never uses the FPU.
+    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
+}
+
+/// Loads a vCPU's FPU/SSE registers.
+fn restore_fpu(area: &super::domain::FpuState) {
+    cpu::set_cr0_ts(false);
+    // SAFETY: as for save_fpu; the area holds an fxsave image (ours, or the initial
+    // state with reserved MXCSR bits clear), so fxrstor cannot fault.
+    unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) };
 }
 
 fn pick_runnable(hv: &Hypervisor) -> Option<(usize, usize)> {
@@ -321,6 +339,7 @@ pub fn exit_to_guest(f: &mut TrapFrame) {
                             xen_abi::vcpu::RUNSTATE_BLOCKED
                         };
                         v.set_runstate(st, time::now());
+                        save_fpu(&mut v.fpu);
                     }
                 }
                 drop(hv);
