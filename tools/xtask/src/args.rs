@@ -38,6 +38,10 @@ options for run:
   --xen-cmdline STR     the hypervisor's command line (default: \"console=com1 loglvl=all\")
   --xen FILE            boot FILE as the hypervisor instead of rxen's (nothing is built
                         when --dom0-kernel is given too)
+  --debian-domu         also put Debian's kernel (`debian-kernel`, run if needed: ~70 MB
+                        download) in dom0's ramdisk as /boot/vmlinux, with /etc/xen/debian.cfg
+                        (`xl create /etc/xen/debian.cfg -c`); defaults become --memory 1024
+                        and dom0_mem=256M
 
 options for test:
   --no-lint             skip `cargo fmt --check` and clippy
@@ -132,6 +136,8 @@ pub struct RunOpts {
     pub xen_cmdline: Option<String>,
     /// Hypervisor image booted instead of rxen's.
     pub xen: Option<PathBuf>,
+    /// linuxdomu: Debian's vmlinux and /etc/xen/debian.cfg in dom0's ramdisk.
+    pub debian_domu: bool,
 }
 
 /// `cargo xtask test` options.
@@ -256,14 +262,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                 dom0_cmdline: None,
                 xen_cmdline: None,
                 xen: None,
+                debian_domu: false,
             };
             while let Some(opt) = args.next_opt() {
                 match opt.as_str() {
-                    "--debug" | "--release" | "--icount" => {
+                    "--debug" | "--release" | "--icount" | "--debian-domu" => {
                         args.no_value(&opt)?;
                         match opt.as_str() {
                             "--debug" => o.profile = Profile::Debug,
                             "--release" => o.profile = Profile::Release,
+                            "--debian-domu" => o.debian_domu = true,
                             _ => o.icount = true,
                         }
                     }
@@ -400,6 +408,9 @@ mod tests {
         assert_eq!(o.dom0_cmdline, None);
         assert_eq!(o.xen_cmdline, None);
         assert_eq!(o.xen, None);
+        assert!(!o.debian_domu);
+        assert!(run(&["run", "--debian-domu"]).debian_domu);
+        assert!(p(&["run", "--debian-domu=yes"]).is_err());
     }
 
     #[test]

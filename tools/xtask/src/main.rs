@@ -208,6 +208,49 @@ fn build(profile: Profile) -> Outcome<Images> {
     Ok(images)
 }
 
+/// linuxdomu: xl.cfg for Debian's kernel as a domU (`--debian-domu`).
+const DEBIAN_DOMU_CFG: &str = "\
+# Debian's stock kernel (cargo xtask debian-kernel) as a PV domU: packed only by
+# `cargo xtask run --debian-domu`. `xl create /etc/xen/debian.cfg -c`
+name = \"debian\"
+kernel = \"/boot/vmlinux\"
+memory = 128
+vcpus = 1
+extra = \"earlyprintk=xen console=hvc0 loglevel=8\"
+on_crash = \"preserve\"
+";
+
+/// linuxdomu: packs dom0's ramdisk plus Debian's `vmlinux` (fetched with `debian-kernel`
+/// unless already extracted) as `/boot/vmlinux` and `/etc/xen/debian.cfg`, next to the
+/// usual one as `dom0-debian.cpio`; returns its path.
+fn debian_domu_ramdisk(dom0: &Path) -> Outcome<PathBuf> {
+    let mut vmlinux = target_dir().join("debian").join("vmlinux");
+    if !vmlinux.is_file() {
+        vmlinux = debian::debian_kernel(None, false)?.vmlinux;
+    }
+    let rd = dom0.with_file_name("dom0-debian.cpio");
+    let extra = [
+        ("boot/vmlinux", ramdisk::Extra::File(vmlinux)),
+        (
+            "etc/xen/debian.cfg",
+            ramdisk::Extra::Bytes(DEBIAN_DOMU_CFG.as_bytes().to_vec()),
+        ),
+    ];
+    ramdisk::pack_with(
+        &workspace_root().join("dom0/rootfs"),
+        &dom0.with_file_name("domu"),
+        &extra,
+        &rd,
+    )
+    .map_err(|e| Failure::new(format!("packing {}: {e}", rd.display())))?;
+    eprintln!(
+        "xtask: dom0's ramdisk with Debian's kernel: {} ({} bytes)",
+        rd.display(),
+        std::fs::metadata(&rd).map(|m| m.len()).unwrap_or(0)
+    );
+    Ok(rd)
+}
+
 /// Fails with the install instructions unless a recent enough QEMU is installed.
 fn require_qemu() -> Outcome<qemu::Version> {
     qemu::check_qemu().map_err(Failure::from)
@@ -329,6 +372,20 @@ fn run(opts: &RunOpts) -> Outcome {
         cfg.dom0_cmdline = s.clone();
     }
     cfg.ramdisk = opts.dom0_ramdisk.clone();
+    // linuxdomu: the bigger ramdisk with Debian's kernel; a 66 MB ramdisk must fit in
+    // dom0's initial mapping, hence more memory for the machine and for dom0.
+    if opts.debian_domu {
+        if opts.dom0_kernel.is_some() || opts.dom0_ramdisk.is_some() {
+            return Err(Failure::new(
+                "--debian-domu packs rxen's dom0 ramdisk: no --dom0-kernel/--dom0-ramdisk",
+            ));
+        }
+        cfg.ramdisk = Some(debian_domu_ramdisk(&dom0)?);
+        cfg.memory_mib = 1024;
+        if opts.xen_cmdline.is_none() {
+            cfg.xen_cmdline = format!("{} dom0_mem=256M", qemu::DEFAULT_XEN_CMDLINE);
+        }
+    }
     // toolstack: by default dom0 gets the ramdisk packed next to its image.
     if cfg.ramdisk.is_none() && ramdisk::path_for(&dom0).is_file() {
         cfg.ramdisk = Some(ramdisk::path_for(&dom0));

@@ -49,7 +49,7 @@ pub fn push_entry(
     Ok(())
 }
 
-fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, Option<PathBuf>)>) -> io::Result<()> {
+fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, Option<Extra>)>) -> io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -63,7 +63,7 @@ fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, Option<PathBuf>)>) -> io
             files.push((path.clone(), None));
             walk(&e.path(), &path, files)?;
         } else {
-            files.push((path, Some(e.path())));
+            files.push((path, Some(Extra::File(e.path()))));
         }
     }
     Ok(())
@@ -71,6 +71,25 @@ fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, Option<PathBuf>)>) -> io
 
 /// Packs `rootfs` (directories and files, sorted) plus `domu` as `boot/domu` into `out`.
 pub fn pack(rootfs: &Path, domu: &Path, out: &Path) -> io::Result<usize> {
+    pack_with(rootfs, domu, &[], out)
+}
+
+/// A file added to the ramdisk beyond `rootfs/` (`cargo xtask run --debian-domu`).
+pub enum Extra {
+    /// Copied from this host file.
+    File(PathBuf),
+    /// These bytes.
+    Bytes(Vec<u8>),
+}
+
+/// [`pack`], plus `extra` files (archive path, contents) after the others; their parent
+/// directories must be in `rootfs/` or be `boot/` (e.g. `boot/vmlinux`, `etc/xen/x.cfg`).
+pub fn pack_with(
+    rootfs: &Path,
+    domu: &Path,
+    extra: &[(&str, Extra)],
+    out: &Path,
+) -> io::Result<usize> {
     let mut files = Vec::new();
     if rootfs.is_dir() {
         walk(rootfs, "", &mut files)?;
@@ -78,18 +97,25 @@ pub fn pack(rootfs: &Path, domu: &Path, out: &Path) -> io::Result<usize> {
     if !files.iter().any(|(p, _)| p == "boot") {
         files.push(("boot".into(), None));
     }
-    files.push(("boot/domu".into(), Some(domu.to_path_buf())));
+    files.push(("boot/domu".into(), Some(Extra::File(domu.to_path_buf()))));
     let mut a = Vec::new();
-    for (i, (name, src)) in files.iter().enumerate() {
+    let entries = files
+        .iter()
+        .map(|(n, e)| (n.as_str(), e.as_ref()))
+        .chain(extra.iter().map(|(n, e)| (*n, Some(e))));
+    let mut count = 0;
+    for (i, (name, src)) in entries.enumerate() {
         let ino = i as u32 + 1;
+        count += 1;
         match src {
             None => push_entry(&mut a, ino, name, 0o040755, &[])?,
-            Some(p) => push_entry(&mut a, ino, name, 0o100644, &std::fs::read(p)?)?,
+            Some(Extra::File(p)) => push_entry(&mut a, ino, name, 0o100644, &std::fs::read(p)?)?,
+            Some(Extra::Bytes(b)) => push_entry(&mut a, ino, name, 0o100644, b)?,
         }
     }
     push_entry(&mut a, 0, "TRAILER!!!", 0, &[])?;
     std::fs::write(out, &a)?;
-    Ok(files.len())
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -115,5 +141,23 @@ mod tests {
         // Header + name (17) = 127, padded to 128; data 14 → 142, padded to 144.
         assert_eq!(a.len(), 144);
         assert_eq!(&a[128..142], b"name = \"demo\"\n");
+    }
+
+    #[test]
+    fn extra_files_follow_the_rootfs() {
+        let dir = std::env::temp_dir().join(format!("xtask-ramdisk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let domu = dir.join("domu");
+        std::fs::write(&domu, b"ELF").unwrap();
+        let out = dir.join("rd.cpio");
+        let extra = [("etc/xen/x.cfg", Extra::Bytes(b"name = \"x\"\n".to_vec()))];
+        // No rootfs: `boot/`, `boot/domu`, then the extra file.
+        let n = pack_with(&dir.join("none"), &domu, &extra, &out).unwrap();
+        assert_eq!(n, 3);
+        let a = std::fs::read(&out).unwrap();
+        let at = |needle: &[u8]| a.windows(needle.len()).position(|w| w == needle);
+        assert!(at(b"boot/domu\0").unwrap() < at(b"etc/xen/x.cfg\0").unwrap());
+        assert!(at(b"name = \"x\"").is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

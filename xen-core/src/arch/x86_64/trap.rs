@@ -642,8 +642,8 @@ impl PortAccess {
     }
 }
 
-/// `in`/`out` from a guest kernel whose virtual IOPL allows it (PHYSDEVOP_set_iopl), on
-/// ports its domain may use. Others get #GP as on hardware.
+/// `in`/`out` from a guest kernel whose virtual IOPL allows it (PHYSDEVOP_set_iopl);
+/// without a sufficient IOPL the guest gets #GP as on hardware.
 fn emulate_port_io(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool {
     if v.iopl < 1 {
         return false;
@@ -673,16 +673,19 @@ fn emulate_port_io(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool 
         (_, true) => 2,
         _ => 4,
     };
-    if !ports.allows(port, size) {
-        return false;
-    }
     let is_in = opcode & 2 == 0;
-    let reserved = (0..size).any(|i| port_reserved(port.wrapping_add(i)));
+    // As Xen (guest_io_read/write): the virtual IOPL decides whether the instruction is
+    // allowed at all; the domain's port permissions only decide whether it reaches the
+    // hardware. Without them, reads see all-ones and writes are dropped (Linux domUs
+    // probe PCI config space at 0xcf8 this way).
+    let reserved =
+        !ports.allows(port, size) || (0..size).any(|i| port_reserved(port.wrapping_add(i)));
     if is_in {
         let value: u32 = if reserved {
             u32::MAX
         } else {
-            // SAFETY: dom0 owns every port the hypervisor does not keep (checked above).
+            // SAFETY: the domain was granted this port (or is the hardware domain) and the
+            // hypervisor does not keep it (both checked above).
             unsafe { super::port::inl_sized(port, size) }
         };
         let mask = if size == 4 {
