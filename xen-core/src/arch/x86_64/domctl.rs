@@ -239,6 +239,13 @@ fn destroy(ctx: &mut Ctx, ti: usize) -> Result<(), Errno> {
             }
         }
     }
+    // The vcpu_info frames the hypervisor held a writable type reference on.
+    for v in ctx.hv.domains[ti].vcpus.iter() {
+        if v.vcpu_info_registered {
+            let mfn = Mfn::new(v.vcpu_info >> 12);
+            pv::with(|p, mem| p.put_page_and_type(mem, mfn));
+        }
+    }
     // Grants it mapped: release the granters' pins (the PTEs go with its page tables).
     let mappings = ctx.hv.domains[ti].maptrack.drain();
     for (_, m) in mappings {

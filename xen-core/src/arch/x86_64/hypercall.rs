@@ -715,9 +715,14 @@ fn vcpu_op(ctx: &mut Ctx, cmd: u32, vcpuid: u64, arg: u64) -> HcResult {
                 return Err(Errno::EINVAL);
             }
             let mfn = Mfn::new(r.mfn);
-            if !d.p2m.contains(&mfn) {
-                return Err(Errno::EINVAL);
-            }
+            // The hypervisor writes into this frame from now on: it must stay an ordinary
+            // page of the domain (a writable type reference keeps it from ever becoming a
+            // page table or descriptor page), as Xen's map_guest_area does.
+            let id = d.id;
+            super::pv::with(|p, mem| {
+                p.get_page_and_type(mem, mfn, id, crate::pvmm::PageType::Writable)
+            })
+            .map_err(|_| Errno::EINVAL)?;
             let new = (r.mfn << 12) + u64::from(r.offset);
             // Move the contents, then force a rescan of every selector word (as Xen).
             // SAFETY: both are 64-byte vcpu_info areas in direct-mapped frames (the old

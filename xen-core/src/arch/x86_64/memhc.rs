@@ -365,8 +365,12 @@ pub(super) fn update_descriptor(ctx: &mut Ctx, maddr: u64, desc: u64) -> HcResul
     Ok(0)
 }
 
-/// Highest pseudo-physical frame a domain may populate (the p2m kept here is dense).
-const MAX_GPFN: u64 = 1 << 32;
+/// Highest pseudo-physical frame domain `d` may populate. The p2m kept here is dense, so
+/// the bound is tied to the domain's own size: a guest cannot make the hypervisor grow it
+/// without limit.
+fn max_gpfn(d: &Domain) -> u64 {
+    (d.max_pages.max(d.p2m.len() as u64)).saturating_mul(2) + 256
+}
 
 /// Which extent a continued reservation op resumes at (Xen's MEMOP_EXTENT_SHIFT).
 const MEMOP_EXTENT_SHIFT: u32 = 6;
@@ -454,7 +458,7 @@ fn exchange(ctx: &mut Ctx, f: &mut TrapFrame, arg: u64) -> Outcome {
                 input.extent_start.wrapping_add(done * 8),
             )?);
             let gpfn: u64 = guestmem::read(output.extent_start.wrapping_add(done * 8))?;
-            if gpfn > MAX_GPFN {
+            if gpfn > max_gpfn(&ctx.hv.domains[ti]) {
                 return Err(Errno::EINVAL);
             }
             let d = &mut ctx.hv.domains[ti];
@@ -506,7 +510,7 @@ fn exchange(ctx: &mut Ctx, f: &mut TrapFrame, arg: u64) -> Outcome {
 
 /// Gives domain `d` one more frame, at pseudo-physical `gpfn` if given (populate_physmap).
 fn grow(d: &mut Domain, gpfn: Option<u64>) -> Result<Mfn, Errno> {
-    if gpfn.is_some_and(|g| g > MAX_GPFN) {
+    if gpfn.is_some_and(|g| g > max_gpfn(d)) {
         return Err(Errno::EINVAL);
     }
     let mfn = pv::alloc_domain_frame(d.id)?;
