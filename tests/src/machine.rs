@@ -45,6 +45,8 @@ pub struct Config {
     pub icount: bool,
     /// Echo the serial output, line by line, to this process's stdout.
     pub echo: bool,
+    /// Disk images offered as virtio-blk devices.
+    pub disks: Vec<qemu::Disk>,
 }
 
 impl Config {
@@ -61,6 +63,7 @@ impl Config {
             accel: Accel::Tcg,
             icount: false,
             echo: true,
+            disks: Vec::new(),
         }
     }
 
@@ -92,6 +95,7 @@ impl Config {
             icount: self.icount,
             memory_mib: 512,
             reset_log: Some(reset_log),
+            disks: self.disks.clone(),
         }
     }
 }

@@ -111,6 +111,38 @@ pub struct QemuConfig {
     /// File for QEMU's `-d cpu_reset` log, which is how a triple fault (a reset too, with
     /// `-no-reboot`) is told apart from a reset the hypervisor asked for. TCG only.
     pub reset_log: Option<PathBuf>,
+    /// Raw disk images, each a modern-only virtio-blk PCI device (dom0's `vda`, `vdb`, ...).
+    pub disks: Vec<Disk>,
+}
+
+/// A raw disk image QEMU offers as a virtio-blk PCI device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disk {
+    /// The image file.
+    pub path: PathBuf,
+    /// The device refuses writes (`readonly=on`, virtio's `VIRTIO_BLK_F_RO`).
+    pub read_only: bool,
+}
+
+impl Disk {
+    /// A writable disk.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Disk {
+            path: path.into(),
+            read_only: false,
+        }
+    }
+
+    /// Parses `PATH` or `PATH,ro` (xtask's `--disk`).
+    pub fn parse(spec: &str) -> Self {
+        match spec.strip_suffix(",ro") {
+            Some(path) => Disk {
+                path: path.into(),
+                read_only: true,
+            },
+            None => Disk::new(spec),
+        }
+    }
 }
 
 impl QemuConfig {
@@ -126,6 +158,7 @@ impl QemuConfig {
             icount: false,
             memory_mib: 512,
             reset_log: None,
+            disks: Vec::new(),
         }
     }
 
@@ -178,6 +211,16 @@ impl QemuConfig {
             args.push("cpu_reset".into());
             args.push("-D".into());
             args.push(log.into());
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            // QEMU's -drive splits on commas; a comma in the path would need doubling.
+            let path = plain_path(&disk.path)?.replace(',', ",,");
+            let ro = if disk.read_only { ",readonly=on" } else { "" };
+            args.push("-drive".into());
+            args.push(format!("file={path},if=none,format=raw,id=disk{i}{ro}").into());
+            args.push("-device".into());
+            // Modern-only (virtio 1.x) transport: dom0's driver speaks no legacy virtio.
+            args.push(format!("virtio-blk-pci,drive=disk{i},disable-legacy=on").into());
         }
         args.push("-kernel".into());
         args.push(xen.into());
@@ -479,6 +522,38 @@ mod tests {
         let log = "CPU Reset (CPU 0)\nEAX=00000000\nCPU Reset (CPU 0)\nTriple fault\n";
         assert!(log_has_triple_fault(log));
         assert!(!log_has_triple_fault("CPU Reset (CPU 0)\nEAX=00000000\n"));
+    }
+
+    #[test]
+    fn disks_are_modern_virtio_blk_devices() {
+        let mut cfg = QemuConfig::new("/t/xen", "/t/dom0");
+        cfg.disks = vec![Disk::new("/d/a.img"), Disk::parse("/d/b,c.img,ro")];
+        let args = args_of(&cfg);
+        let drives: Vec<&String> = args
+            .iter()
+            .zip(args.iter().skip(1))
+            .filter(|(o, _)| *o == "-drive")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            drives,
+            [
+                "file=/d/a.img,if=none,format=raw,id=disk0",
+                "file=/d/b,,c.img,if=none,format=raw,id=disk1,readonly=on"
+            ]
+        );
+        let blk: Vec<&String> = args
+            .iter()
+            .filter(|a| a.starts_with("virtio-blk-pci"))
+            .collect();
+        assert_eq!(
+            blk,
+            [
+                "virtio-blk-pci,drive=disk0,disable-legacy=on",
+                "virtio-blk-pci,drive=disk1,disable-legacy=on"
+            ]
+        );
+        assert!(!Disk::parse("/d/x.img").read_only);
     }
 
     #[test]

@@ -36,6 +36,10 @@ options for run:
   --dom0-ramdisk FILE   dom0's ramdisk (second multiboot module)
   --dom0-cmdline STR    dom0's command line (default: \"console=hvc0\")
   --xen-cmdline STR     the hypervisor's command line (default: \"console=com1 loglvl=all\")
+  --disk PATH[,ro]      a raw disk image as a virtio-blk device (dom0's vda, vdb, ... in
+                        order; `,ro` = read-only); repeatable. Default: a 64 MiB scratch
+                        disk kept at target/xtask/vda.img
+  --no-disk             no disk at all
   --xen FILE            boot FILE as the hypervisor instead of rxen's (nothing is built
                         when --dom0-kernel is given too)
   --debian-domu         also put Debian's kernel (`debian-kernel`, run if needed: ~70 MB
@@ -138,6 +142,11 @@ pub struct RunOpts {
     pub xen: Option<PathBuf>,
     /// linuxdomu: Debian's vmlinux and /etc/xen/debian.cfg in dom0's ramdisk.
     pub debian_domu: bool,
+    /// `--disk PATH[,ro]`: disk images for dom0's virtio-blk driver, in order (`vda`, ...).
+    /// Empty means the default scratch disk.
+    pub disks: Vec<String>,
+    /// `--no-disk`: no disk at all.
+    pub no_disk: bool,
 }
 
 /// `cargo xtask test` options.
@@ -263,15 +272,18 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                 xen_cmdline: None,
                 xen: None,
                 debian_domu: false,
+                disks: Vec::new(),
+                no_disk: false,
             };
             while let Some(opt) = args.next_opt() {
                 match opt.as_str() {
-                    "--debug" | "--release" | "--icount" | "--debian-domu" => {
+                    "--debug" | "--release" | "--icount" | "--debian-domu" | "--no-disk" => {
                         args.no_value(&opt)?;
                         match opt.as_str() {
                             "--debug" => o.profile = Profile::Debug,
                             "--release" => o.profile = Profile::Release,
                             "--debian-domu" => o.debian_domu = true,
+                            "--no-disk" => o.no_disk = true,
                             _ => o.icount = true,
                         }
                     }
@@ -297,6 +309,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                             })?;
                         o.memory_mib = Some(mib);
                     }
+                    "--disk" => o.disks.push(args.value(&opt)?),
                     "--dom0-kernel" => o.dom0_kernel = Some(args.value(&opt)?.into()),
                     "--dom0-ramdisk" => o.dom0_ramdisk = Some(args.value(&opt)?.into()),
                     "--dom0-cmdline" => o.dom0_cmdline = Some(args.value(&opt)?),
@@ -410,6 +423,11 @@ mod tests {
         assert_eq!(o.xen, None);
         assert!(!o.debian_domu);
         assert!(run(&["run", "--debian-domu"]).debian_domu);
+        let o = run(&["run", "--disk", "/a.img", "--disk=/b.img,ro"]);
+        assert_eq!(o.disks, ["/a.img", "/b.img,ro"]);
+        assert!(!o.no_disk);
+        assert!(run(&["run", "--no-disk"]).no_disk);
+        assert!(p(&["run", "--disk"]).is_err());
         assert!(p(&["run", "--debian-domu=yes"]).is_err());
     }
 

@@ -252,6 +252,25 @@ fn debian_domu_ramdisk(dom0: &Path) -> Outcome<PathBuf> {
 }
 
 /// Fails with the install instructions unless a recent enough QEMU is installed.
+/// Size of the scratch disk `cargo xtask run` gives dom0 when no `--disk` is named.
+const DEFAULT_DISK_BYTES: u64 = 64 << 20;
+
+/// The scratch disk (dom0's `vda`), created empty on first use and kept between runs so
+/// that what a domU writes is still there next time.
+fn default_disk() -> Outcome<PathBuf> {
+    let path = scratch_dir().join("vda.img");
+    if !path.is_file() {
+        std::fs::create_dir_all(scratch_dir())?;
+        let f = std::fs::File::create(&path)?;
+        f.set_len(DEFAULT_DISK_BYTES)?;
+        eprintln!(
+            "xtask: created the scratch disk {} (64 MiB)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 fn require_qemu() -> Outcome<qemu::Version> {
     qemu::check_qemu().map_err(Failure::from)
 }
@@ -392,6 +411,13 @@ fn run(opts: &RunOpts) -> Outcome {
     }
     if let Some(mib) = opts.memory_mib {
         cfg.memory_mib = mib;
+    }
+    if opts.no_disk && !opts.disks.is_empty() {
+        return Err(Failure::new("--no-disk and --disk contradict each other"));
+    }
+    cfg.disks = opts.disks.iter().map(|d| qemu::Disk::parse(d)).collect();
+    if cfg.disks.is_empty() && !opts.no_disk {
+        cfg.disks.push(qemu::Disk::new(default_disk()?));
     }
     cfg.accel = accel;
     cfg.icount = opts.icount;
