@@ -295,8 +295,8 @@ pub struct DomainConfig {
     pub on_poweroff: Action,
     pub on_reboot: Action,
     pub on_crash: Action,
-    /// `disk = [...]` specifications (parsed, not used yet).
-    pub disks: Vec<String>,
+    /// `disk = [...]`: the domain's virtual block devices.
+    pub disks: Vec<crate::xl::disk::DiskSpec>,
     /// `vif = [...]` specifications (parsed, not used yet).
     pub vifs: Vec<String>,
     /// `uuid`, if given.
@@ -456,7 +456,7 @@ impl DomainConfig {
         let on_poweroff = action("on_poweroff", Action::Destroy)?;
         let on_reboot = action("on_reboot", Action::Restart)?;
         let on_crash = action("on_crash", Action::Destroy)?;
-        let disks = get("disk").map(list).unwrap_or_default();
+        let mut disks: Vec<crate::xl::disk::DiskSpec> = Vec::new();
         for (s, d) in get("disk")
             .into_iter()
             .flat_map(|s| list(s).into_iter().map(move |d| (s, d)))
@@ -464,6 +464,14 @@ impl DomainConfig {
             if d.trim().is_empty() {
                 return Err(err(s.line, "empty disk specification"));
             }
+            let spec = crate::xl::disk::parse_disk(&d).map_err(|e| err(s.line, e))?;
+            if let Some(other) = disks.iter().find(|o| o.devid == spec.devid) {
+                return Err(err(
+                    s.line,
+                    alloc::format!("vdev `{}' is used twice (also `{}')", spec.vdev, other.vdev),
+                ));
+            }
+            disks.push(spec);
         }
         let vifs = get("vif").map(list).unwrap_or_default();
         let uuid = string("uuid")?;
@@ -573,10 +581,16 @@ on_crash = "destroy"
         assert_eq!(c.on_poweroff, Action::Preserve);
         assert_eq!(c.on_reboot, Action::Restart);
         assert_eq!(c.on_crash, Action::Destroy);
+        let disks: Vec<(&str, &str, &str)> = c
+            .disks
+            .iter()
+            .map(|d| (d.backend_type.as_str(), d.target.as_str(), d.vdev.as_str()))
+            .collect();
         assert_eq!(
-            c.disks,
-            ["phy:/dev/vg/web,xvda,w", "file:/srv/data.img,xvdb,r"]
+            disks,
+            [("phy", "vg/web", "xvda"), ("file", "/srv/data.img", "xvdb")]
         );
+        assert_eq!(c.disks[1].mode, crate::xl::disk::DiskMode::ReadOnly);
         assert_eq!(c.vifs, ["mac=00:16:3e:00:00:01,bridge=xenbr0"]);
         assert_eq!(
             parse_uuid(c.uuid.as_deref().unwrap()).map(|u| format_uuid(&u)),
@@ -620,6 +634,12 @@ on_crash = "destroy"
         assert!(e.problem.contains("not closed"), "{e}");
         let e = bad("name = \"x\"\nkernel = \"k\"\ndisk = [ 'a' 'b' ]\n");
         assert_eq!(e.line, 3);
+        let e =
+            bad("name = \"x\"\nkernel = \"k\"\n\ndisk = [ 'phy:vda,xvda,w', 'phy:vdb,xvdz9,q' ]\n");
+        assert_eq!(e.line, 4);
+        assert!(e.problem.contains("invalid access `q'"), "{e}");
+        let e = bad("name = \"x\"\nkernel = \"k\"\ndisk = [ 'phy:vda,xvda', 'phy:vdb,51712' ]\n");
+        assert!(e.problem.contains("used twice"), "{e}");
         let e = bad("name = \"x\"\nkernel = \"k\"\non_crash = \"explode\"\n");
         assert_eq!(e.line, 3);
         assert!(e.problem.contains("explode"));

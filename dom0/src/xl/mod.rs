@@ -10,7 +10,9 @@
 //! Everything below the verbs goes through [`platform::Hypervisor`] and
 //! [`platform::Store`], so the whole toolstack runs on the host against mocks.
 
+mod block;
 pub mod create;
+pub mod disk;
 pub mod platform;
 pub mod xs;
 
@@ -64,6 +66,8 @@ pub struct Toolstack<V: Hypervisor, S: Store> {
     domains: Vec<Domain<V::Ring>>,
     attached: Option<u16>,
     uuid_counter: u64,
+    /// Virtual block devices attached to our domains.
+    vbds: Vec<block::Vbd>,
 }
 
 /// `SHUTDOWN_*` as xl names it.
@@ -116,6 +120,12 @@ const XL_USAGE: &str = "Usage: xl <subcommand> [args]
  mem-set DOM MEM    set a domain's memory target (MiB, or with b/k/m/g suffix)
  domid NAME         the id of a domain
  domname ID         the name of a domain
+ block-attach DOM SPEC
+                    attach a dom0 disk to a domain (SPEC as in disk=, e.g.
+                    phy:vdb,xvdb,w)
+ block-detach DOM DEV
+                    detach a virtual disk (DEV: devid or vdev name)
+ block-list DOM     list a domain's virtual disks
 ";
 
 impl<V: Hypervisor, S: Store> Toolstack<V, S> {
@@ -128,6 +138,7 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
             domains: Vec::new(),
             attached: None,
             uuid_counter: 0,
+            vbds: Vec::new(),
         }
     }
 
@@ -183,6 +194,9 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
             "info" => return crate::run_command("info", h),
             "dmesg" => return crate::run_command("dmesg", h),
             "mem-set" => self.cmd_mem_set(rest, h),
+            "block-attach" => self.cmd_block_attach(rest, h),
+            "block-detach" => self.cmd_block_detach(rest, h),
+            "block-list" => self.cmd_block_list(rest, h),
             "domid" => match rest {
                 [name] => match self.lookup(name) {
                     Some(id) => {
@@ -397,6 +411,13 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
             }
         };
         let id = built.domid;
+        for disk in &cfg.disks {
+            if let Err(e) = self.attach_disk(id, disk) {
+                let _ = writeln!(h, "xl: failed to create domain '{}': {e}", cfg.name);
+                self.teardown(id, &uuid, None);
+                return None;
+            }
+        }
         let console = match self.connect_console(&built) {
             Ok(c) => c,
             Err(e) => {
@@ -442,6 +463,7 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
             self.hv.unmap_ring(c.ring);
         }
         let _ = self.xs.release(id);
+        self.drop_disks(id);
         remove_nodes(&mut self.xs, id, uuid);
         let _ = self.hv.destroy_domain(id);
     }

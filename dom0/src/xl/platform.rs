@@ -3,6 +3,7 @@
 //! (libxenstore's `xs_*`). The kernel implements them with hypercalls and the in-process
 //! xenstored; the host tests with mocks.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use domain_builder::BuildMemory;
@@ -119,6 +120,8 @@ pub trait Hypervisor {
     fn unbind(&mut self, local_port: u32);
     /// System time (ns), for uuids.
     fn now_ns(&mut self) -> u64;
+    /// The names of dom0's block devices (`vda`, ...), which `disk=` targets name.
+    fn block_devices(&mut self) -> Vec<String>;
 }
 
 /// A xenstore permission (`XS_PERM_*`): `n` none, `r` read, `w` write, `b` both.

@@ -45,6 +45,7 @@ struct MockHv {
     mapped: usize,
     notified: Vec<u32>,
     bound: Vec<u32>,
+    now: u64,
 }
 
 struct MockMem {
@@ -278,7 +279,10 @@ impl Hypervisor for MockHv {
         self.bound.retain(|&p| p != local_port);
     }
     fn now_ns(&mut self) -> u64 {
-        42
+        self.now
+    }
+    fn block_devices(&mut self) -> Vec<String> {
+        vec!["vda".into(), "vdb".into()]
     }
 }
 
@@ -417,6 +421,11 @@ const DEMO: &str = "name = \"demo\"\nkernel = \"/boot/domu\"\nmemory = 4\nvcpus 
 
 fn ramdisk() -> &'static [u8] {
     let mut a = Vec::new();
+    cpio_push(
+        &mut a,
+        "etc/xen/disk.cfg",
+        b"name = \"d\"\nkernel = \"/boot/domu\"\nmemory = 4\ndisk = [ 'phy:/dev/vda,xvda,w' ]\n",
+    );
     cpio_push(&mut a, "etc/xen/demo.cfg", DEMO.as_bytes());
     cpio_push(
         &mut a,
@@ -857,4 +866,115 @@ fn create_with_key_value_overrides() {
     let out = run(&mut t, "create /etc/xen/demo.cfg name=\"third\" memory=");
     assert!(out.contains("memory=: config parsing error"), "{out}");
     assert!(run(&mut t, "create /etc/xen/demo.cfg -x").starts_with("Usage"));
+}
+
+#[test]
+fn disks_of_a_config_are_attached_and_removed_with_the_domain() {
+    let mut t = ts();
+    run(&mut t, "create /etc/xen/disk.cfg");
+    let fe = "/local/domain/1/device/vbd/51712";
+    let be = "/local/domain/0/backend/vbd/1/51712";
+    assert_eq!(t.xs.get(&format!("{be}/params")), Some("vda"));
+    assert_eq!(t.xs.get(&format!("{be}/mode")), Some("w"));
+    assert_eq!(t.xs.get(&format!("{be}/state")), Some("1"));
+    assert_eq!(t.xs.get(&format!("{fe}/backend")), Some(be));
+    assert_eq!(t.xs.get(&format!("{fe}/state")), Some("1"));
+    // The guest owns its frontend directory, dom0 the backend one (readable by the guest).
+    assert_eq!(t.xs.perms[fe][0].domid, 1);
+    assert_eq!(t.xs.perms[be][0].domid, 0);
+    assert_eq!(
+        t.xs.perms[be][1],
+        Perm {
+            domid: 1,
+            access: Access::Read
+        }
+    );
+    assert!(t.has_disk(1, 51712));
+    // The same disk cannot go to a second domain.
+    let out = run(&mut t, "create /etc/xen/disk.cfg name=e");
+    assert!(out.contains("already in use by domain 1"), "{out}");
+    assert!(
+        !t.hv.doms.contains_key(&2),
+        "the half-built domain is destroyed"
+    );
+    run(&mut t, "destroy d");
+    assert!(!t.has_disk(1, 51712));
+    assert!(!t
+        .xs
+        .nodes
+        .keys()
+        .any(|k| k.starts_with("/local/domain/0/backend/vbd/1")));
+    // Free again.
+    let out = run(&mut t, "create /etc/xen/disk.cfg name=f");
+    assert!(!out.contains("xl:"), "{out}");
+}
+
+#[test]
+fn create_refuses_unknown_or_unsupported_disks() {
+    let mut t = ts();
+    let out = run(&mut t, "create /etc/xen/demo.cfg disk=['phy:vdz,xvda,w']");
+    assert!(out.contains("dom0 has no such block device"), "{out}");
+    let out = run(
+        &mut t,
+        "create /etc/xen/demo.cfg disk=['file:/x.img,xvda,w']",
+    );
+    assert!(out.contains("phy: only"), "{out}");
+    assert_eq!(t.hv.doms.len(), 1, "only dom0 is left");
+    assert!(!t.xs.nodes.keys().any(|k| k.contains("/vbd")));
+}
+
+#[test]
+fn block_attach_list_detach() {
+    let mut t = ts();
+    run(&mut t, "create /etc/xen/demo.cfg");
+    assert_eq!(run(&mut t, "block-attach demo phy:vdb,xvdb,r"), "");
+    let be = "/local/domain/0/backend/vbd/1/51728";
+    let fe = "/local/domain/1/device/vbd/51728";
+    assert_eq!(t.xs.get(&format!("{be}/mode")), Some("r"));
+    // A connected device shows the frontend's channel and ring.
+    t.xs.nodes.insert(format!("{be}/state"), "4".into());
+    t.xs.nodes.insert(format!("{fe}/event-channel"), "9".into());
+    t.xs.nodes.insert(format!("{fe}/ring-ref"), "8".into());
+    let out = run(&mut t, "block-list demo");
+    assert_eq!(
+        out,
+        format!(
+            "{}\n51728 0   51728  4     9      8        {be}\n",
+            disk::BLOCK_LIST_HEADER
+        )
+    );
+    assert!(run(&mut t, "block-attach demo phy:vdb,xvdb,r").contains("already has a device"));
+    assert!(run(&mut t, "block-attach demo phy:vda,xvdb,w").contains("already has a device"));
+    assert!(run(&mut t, "block-attach demo bogus").contains("no vdev"));
+    assert!(run(&mut t, "block-attach nosuch phy:vda,xvdc").contains("does not exist"));
+    assert!(run(&mut t, "block-detach demo xvdq").contains("does not exist"));
+    // Detach asks the backend to close and waits for it.
+    assert_eq!(run(&mut t, "block-detach demo xvdb"), "");
+    assert_eq!(t.xs.get(&format!("{be}/online")), Some("0"));
+    assert_eq!(t.xs.get(&format!("{be}/state")), Some("5"));
+    t.poll_devices();
+    assert!(t.has_disk(1, 51728), "still closing");
+    t.xs.nodes.insert(format!("{be}/state"), "6".into());
+    t.poll_devices();
+    assert!(!t.has_disk(1, 51728));
+    assert!(t.xs.get(&format!("{be}/state")).is_none());
+    assert!(t.xs.get(&format!("{fe}/state")).is_none());
+    assert_eq!(
+        run(&mut t, "block-list demo"),
+        format!("{}\n", disk::BLOCK_LIST_HEADER)
+    );
+}
+
+#[test]
+fn block_detach_gives_up_on_a_silent_backend() {
+    let mut t = ts();
+    run(&mut t, "create /etc/xen/demo.cfg");
+    run(&mut t, "block-attach demo phy:vda,xvda,w");
+    run(&mut t, "block-detach demo 51712");
+    t.hv.now = block::DETACH_TIMEOUT_NS - 1;
+    t.poll_devices();
+    assert!(t.has_disk(1, 51712));
+    t.hv.now = block::DETACH_TIMEOUT_NS;
+    t.poll_devices();
+    assert!(!t.has_disk(1, 51712));
 }
