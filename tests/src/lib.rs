@@ -17,7 +17,7 @@ pub mod probe;
 pub mod qemu;
 
 pub use machine::{scaled, Config, Error, Images, Machine, Result};
-pub use qemu::{Accel, ExitKind};
+pub use qemu::{Accel, Disk, ExitKind};
 
 /// The dom0 shell's prompt.
 pub const DOM0_PROMPT: &str = "dom0# ";

@@ -199,6 +199,7 @@ pub fn bench(opts: &BenchOpts) -> Outcome {
         opts.runs
     );
     let mut series = Vec::new();
+    let mut blk_rows = Vec::new();
     for i in 1..=opts.runs {
         let mut cfg = Config::new(&images.xen, &images.test_guest);
         cfg.dom0_cmdline = "scenario=bench".to_owned();
@@ -228,12 +229,19 @@ pub fn bench(opts: &BenchOpts) -> Outcome {
             Ok(n) => eprintln!("xtask: run {i}/{}: {n} two-domain results", opts.runs),
             Err(e) => eprintln!("xtask: run {i}/{}: {}", opts.runs, e.message),
         }
+        // The block split driver against dom0's native disk (tools/xtask/src/blkbench.rs).
+        match crate::blkbench::run(&images, opts.verbose, &mut blk_rows) {
+            Ok(n) => eprintln!("xtask: run {i}/{}: {n} block I/O results", opts.runs),
+            Err(e) => eprintln!("xtask: run {i}/{}: {}", opts.runs, e.message),
+        }
     }
     if series.is_empty() {
         return Err(Failure::new("the guest printed no BENCH lines"));
     }
 
     print!("{}", table(&series, opts.runs));
+    println!();
+    print!("{}", crate::blkbench::table(&blk_rows));
     Ok(())
 }
 
