@@ -16,6 +16,8 @@ pub mod machine;
 pub mod probe;
 pub mod qemu;
 
+pub mod shell;
+
 pub use machine::{scaled, Config, Error, Images, Machine, Result};
 pub use qemu::{Accel, Disk, ExitKind};
 

@@ -4,20 +4,15 @@
 //! create/destroy cycles, `on_crash`, an interdomain event channel set up through
 //! xenstore, and isolation between domUs.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rxen_tests::{Config, ExitKind, Machine, Result, DOM0_PROMPT, XEN_POWEROFF};
+use rxen_tests::shell::{
+    console_expect, create, domid, free_memory, power_off, run, COMMAND, CTRL_RBRACKET, DOMU_UP,
+};
+use rxen_tests::{Config, Machine, Result, DOM0_PROMPT};
 
 /// Booting to the prompt under TCG; generous because tests share two cores.
 const BOOT: Duration = Duration::from_secs(120);
-/// One shell command (an `xl create` builds a 16 MiB domain).
-const COMMAND: Duration = Duration::from_secs(60);
-/// A domU's first console lines after `xl create`.
-const DOMU_UP: Duration = Duration::from_secs(60);
-/// Ctrl-]: `xl console`'s escape back to the shell.
-const CTRL_RBRACKET: u8 = 0x1d;
-
 /// Boots rxen's dom0 with its ramdisk and waits for the prompt.
 fn boot() -> Result<Machine> {
     let mut m = Machine::boot(Config::dom0())?;
@@ -27,27 +22,6 @@ fn boot() -> Result<Machine> {
         m.elapsed().as_secs_f64()
     );
     Ok(m)
-}
-
-/// Runs one shell command and returns what it printed (without the echoed command and the
-/// next prompt).
-fn run(m: &mut Machine, command: &str) -> Result<String> {
-    m.send_line(command)?;
-    let out = m.expect(DOM0_PROMPT, COMMAND)?;
-    let out = out.strip_suffix(DOM0_PROMPT).unwrap_or(&out);
-    let body = match out.find(command) {
-        Some(i) => &out[i + command.len()..],
-        None => out,
-    };
-    Ok(body.trim_start_matches('\n').to_owned())
-}
-
-/// Powers the machine off from dom0's shell.
-fn power_off(mut m: Machine) -> Result<()> {
-    m.send_line("shutdown")?;
-    m.expect(XEN_POWEROFF, COMMAND)?;
-    assert_eq!(m.wait_exit(COMMAND)?, ExitKind::PoweredOff);
-    Ok(())
 }
 
 /// One row of `xl list`.
@@ -104,43 +78,6 @@ fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.name == name)
 }
 
-/// `xl create FILE [settings]`; fails the test unless xl said nothing but "Parsing ...".
-fn create(m: &mut Machine, cfg: &str, settings: &str) -> Result<()> {
-    let cmd = format!("xl create {cfg} {settings}");
-    let out = run(m, cmd.trim_end())?;
-    assert!(
-        out.lines()
-            .all(|l| l.starts_with("Parsing config") || l.starts_with("(XEN)")),
-        "`{cmd}` printed:\n{out}"
-    );
-    Ok(())
-}
-
-/// `xl domid NAME`.
-fn domid(m: &mut Machine, name: &str) -> Result<u16> {
-    let out = run(m, &format!("xl domid {name}"))?;
-    let id = out
-        .lines()
-        .find_map(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("`xl domid {name}` printed:\n{out}"));
-    Ok(id)
-}
-
-/// `xl info`'s free_memory (MiB).
-fn free_memory(m: &mut Machine) -> Result<u64> {
-    let out = run(m, "xl info")?;
-    let kv: HashMap<&str, &str> = out
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    let free = kv
-        .get("free_memory")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no free_memory in `xl info`:\n{out}"));
-    Ok(free)
-}
-
 /// Waits (polling `xl list`) until `name` is gone.
 fn wait_gone(m: &mut Machine, name: &str, timeout: Duration) -> Result<()> {
     let end = Instant::now() + timeout;
@@ -152,15 +89,6 @@ fn wait_gone(m: &mut Machine, name: &str, timeout: Duration) -> Result<()> {
         assert!(Instant::now() < end, "{name} still listed: {rows:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// Attaches to `name`'s console, waits for `pattern` in it, detaches with Ctrl-].
-fn console_expect(m: &mut Machine, name: &str, pattern: &str) -> Result<String> {
-    m.send_line(&format!("xl console {name}"))?;
-    let seen = m.expect(pattern, DOMU_UP)?;
-    m.send(&[CTRL_RBRACKET])?;
-    m.expect(DOM0_PROMPT, COMMAND)?;
-    Ok(seen)
 }
 
 /// Attaches to `name`'s console for a moment and returns what it showed.
