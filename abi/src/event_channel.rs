@@ -8,7 +8,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub const EVTCHNOP_BIND_INTERDOMAIN: u32 = 0;
 /// Bind a VIRQ to a port ([`EvtchnBindVirq`]).
 pub const EVTCHNOP_BIND_VIRQ: u32 = 1;
-/// Bind a physical IRQ to a port.
+/// Bind a physical IRQ to a port ([`EvtchnBindPirq`]).
 pub const EVTCHNOP_BIND_PIRQ: u32 = 2;
 /// Close a port ([`EvtchnClose`]).
 pub const EVTCHNOP_CLOSE: u32 = 3;
@@ -100,6 +100,23 @@ pub struct EvtchnBindVirq {
     pub port: u32,
 }
 assert_layout!(EvtchnBindVirq, 12, { virq: 0, vcpu: 4, port: 8 });
+
+/// `struct evtchn_bind_pirq` (12 bytes).
+#[doc(alias = "evtchn_bind_pirq")]
+#[doc(alias = "evtchn_bind_pirq_t")]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct EvtchnBindPirq {
+    /// IN: the PIRQ (from `PHYSDEVOP_map_pirq`).
+    pub pirq: u32,
+    /// IN: `BIND_PIRQ__WILL_SHARE` (physdev.h).
+    pub flags: u32,
+    /// OUT: the new port.
+    pub port: u32,
+}
+assert_layout!(EvtchnBindPirq, 12, { pirq: 0, flags: 4, port: 8 });
 
 /// `struct evtchn_bind_ipi` (8 bytes).
 #[doc(alias = "evtchn_bind_ipi")]

@@ -196,6 +196,18 @@ pub fn bind_virq(virq: u32, vcpu: u32, h: Handler) -> Result<u32> {
     Ok(port)
 }
 
+/// Bind physical IRQ `pirq` (from `physdev_map_pirq_msix`) to a new port, install `h`, and
+/// unmask the port. Returns the port. The hypervisor lets the device interrupt from here
+/// on; closing the port ([`close`]) masks it again.
+pub fn bind_pirq(pirq: u32, h: Handler) -> Result<u32> {
+    let port = hypercall::evtchn_bind_pirq(pirq, 0)?;
+    if let Err(e) = set_handler(port, Some(h)).and_then(|()| unmask(port).map(|_| ())) {
+        let _ = hypercall::evtchn_close(port);
+        return Err(e);
+    }
+    Ok(port)
+}
+
 /// A new port of ours that `remote` may bind (`DomId::SELF` for loopback).
 pub fn alloc_unbound(remote: DomId) -> Result<u32> {
     hypercall::evtchn_alloc_unbound(DomId::SELF.raw(), remote.raw())

@@ -16,7 +16,12 @@ const END: Duration = Duration::from_secs(30);
 
 /// Runs a scenario that must report SUCCESS and then power the machine off.
 fn expect_success(scenario: &str) -> Result<()> {
-    let mut m = Machine::boot(Config::test_guest(scenario))?;
+    expect_success_with(Config::test_guest(scenario), scenario).map(|_| ())
+}
+
+/// As [`expect_success`] with a prepared configuration; returns the console output.
+fn expect_success_with(cfg: Config, scenario: &str) -> Result<String> {
+    let mut m = Machine::boot(cfg)?;
     let verdict = m.expect_line(TEST_RESULT, RUN)?;
     let exit = m.wait_exit(END)?;
     let output = m.output();
@@ -31,7 +36,7 @@ fn expect_success(scenario: &str) -> Result<()> {
         "scenario {scenario} printed more than one verdict:\n{output}"
     );
     assert_eq!(exit, ExitKind::PoweredOff, "scenario {scenario}:\n{output}");
-    Ok(())
+    Ok(output)
 }
 
 #[test]
@@ -87,6 +92,31 @@ fn domctl() -> Result<()> {
 #[test]
 fn grant() -> Result<()> {
     expect_success("grant")
+}
+
+/// Physical IRQs from dom0 with Xen's errors (map_pirq / unmap_pirq / irq_status_query /
+/// eoi / bind_pirq), and on a machine with a virtio-blk disk the positive path: its
+/// MSI-X entry mapped to a PIRQ (the hypervisor reads the entry back from the device and
+/// says "verified"), bound to a port once, closed, unmapped.
+#[test]
+fn pirq() -> Result<()> {
+    let disk = std::env::temp_dir().join(format!("rxen-pirq-{}.img", std::process::id()));
+    std::fs::write(&disk, vec![0u8; 1 << 20])
+        .map_err(|e| rxen_tests::Error::Io(format!("{}: {e}", disk.display())))?;
+    let mut cfg = Config::test_guest("pirq");
+    cfg.disks.push(rxen_tests::Disk::new(&disk));
+    let output = expect_success_with(cfg, "pirq");
+    let _ = std::fs::remove_file(&disk);
+    let output = output?;
+    assert!(
+        output.contains("pirq: MSI-X function 00:"),
+        "the virtio-blk disk's MSI-X was not found:\n{output}"
+    );
+    assert!(
+        output.contains("entry verified"),
+        "the hypervisor did not read the MSI-X entry back:\n{output}"
+    );
+    Ok(())
 }
 
 /// The start of a crash: the report and the guest's registers.

@@ -21,6 +21,7 @@ use xen_abi::event_channel as ev;
 use xen_abi::hypercall as nr;
 use xen_abi::hypercall::MulticallEntry;
 use xen_abi::memory::{XenMachphysMapping, XenMemoryReservation};
+use xen_abi::physdev as pd;
 use xen_abi::sched::{self, SchedPoll, SchedShutdown};
 use xen_abi::sysctl::{
     Sysctl, SysctlPhysinfo, SysctlReadconsole, SYSCTL_PHYSINFO, SYSCTL_READCONSOLE,
@@ -650,6 +651,92 @@ pub fn evtchn_reset(dom: u16) -> Result<u64> {
     let mut r = ev::EvtchnReset::new_zeroed();
     r.dom = dom;
     evtchn(ev::EVTCHNOP_RESET, &mut r)
+}
+
+/// `EVTCHNOP_bind_pirq`: a new port for physical IRQ `pirq` (mapped with
+/// [`physdev_map_pirq_msix`]); `flags` is `BIND_PIRQ__WILL_SHARE` or 0.
+pub fn evtchn_bind_pirq(pirq: u32, flags: u32) -> Result<u32> {
+    let mut b = ev::EvtchnBindPirq {
+        pirq,
+        flags,
+        port: 0,
+    };
+    evtchn(ev::EVTCHNOP_BIND_PIRQ, &mut b)?;
+    Ok(b.port)
+}
+
+// ---------------------------------------------------------------------------------------
+// physdev_op (33): I/O privilege and physical IRQs (hardware domain)
+
+fn physdev<T: IntoBytes + FromBytes>(cmd: u32, arg: &mut T) -> Result<u64> {
+    check(op_struct(nr::PHYSDEV_OP, cmd, arg))
+}
+
+/// `PHYSDEVOP_set_iopl`: the vCPU's virtual I/O privilege level (1 lets the kernel use
+/// `in`/`out` on the ports it was given).
+pub fn physdev_set_iopl(iopl: u32) -> Result<()> {
+    physdev(pd::PHYSDEVOP_SET_IOPL, &mut pd::PhysdevSetIopl { iopl }).map(|_| ())
+}
+
+/// `PHYSDEVOP_map_pirq` with a caller-built request (every field as given, written back
+/// by the hypervisor); returns the hypervisor's answer. For tests and unusual requests;
+/// drivers use [`physdev_map_pirq_msix`].
+pub fn physdev_map_pirq(map: &mut pd::PhysdevMapPirq) -> Result<u64> {
+    physdev(pd::PHYSDEVOP_MAP_PIRQ, map)
+}
+
+/// `PHYSDEVOP_map_pirq` for MSI-X table entry `entry` of PCI function `bus`/`devfn`
+/// (segment 0), whose table is at machine address `table_base`: `MAP_PIRQ_TYPE_MSI`,
+/// `DOMID_SELF`, index -1, any PIRQ. The hypervisor programs the entry with one of its
+/// vectors and enables MSI-X on the function; the entry interrupts once a port is bound
+/// ([`evtchn_bind_pirq`]). Returns the PIRQ.
+pub fn physdev_map_pirq_msix(bus: u8, devfn: u8, entry: u16, table_base: u64) -> Result<u32> {
+    let mut m = pd::PhysdevMapPirq {
+        domid: DomId::SELF.raw(),
+        kind: pd::MAP_PIRQ_TYPE_MSI,
+        index: -1,
+        pirq: -1,
+        bus: i32::from(bus),
+        devfn: i32::from(devfn),
+        entry_nr: i32::from(entry),
+        table_base,
+        ..Default::default()
+    };
+    physdev_map_pirq(&mut m)?;
+    u32::try_from(m.pirq).map_err(|_| Error::local(Errno::EINVAL))
+}
+
+/// `PHYSDEVOP_unmap_pirq` of `domid`'s `pirq` (raw form, for tests).
+pub fn physdev_unmap_pirq_of(domid: u16, pirq: i32) -> Result<()> {
+    let mut u = pd::PhysdevUnmapPirq {
+        domid,
+        pirq,
+        ..Default::default()
+    };
+    physdev(pd::PHYSDEVOP_UNMAP_PIRQ, &mut u).map(|_| ())
+}
+
+/// `PHYSDEVOP_unmap_pirq` of one of our PIRQs (the device side is masked; a port still
+/// bound to it stays and receives nothing more).
+pub fn physdev_unmap_pirq(pirq: u32) -> Result<()> {
+    let pirq = i32::try_from(pirq).map_err(|_| Error::local(Errno::EINVAL))?;
+    physdev_unmap_pirq_of(DomId::SELF.raw(), pirq)
+}
+
+/// `PHYSDEVOP_irq_status_query`: the `XENIRQSTAT_*` flags of `pirq`.
+pub fn physdev_irq_status_query(pirq: u32) -> Result<u32> {
+    let mut q = pd::PhysdevIrqStatusQuery {
+        irq: pirq,
+        flags: 0,
+    };
+    physdev(pd::PHYSDEVOP_IRQ_STATUS_QUERY, &mut q)?;
+    Ok(q.flags)
+}
+
+/// `PHYSDEVOP_eoi`: the guest has handled `pirq` (a no-op for MSI, which is
+/// edge-triggered; needed for level-triggered sources).
+pub fn physdev_eoi(pirq: u32) -> Result<()> {
+    physdev(pd::PHYSDEVOP_EOI, &mut pd::PhysdevEoi { irq: pirq }).map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------

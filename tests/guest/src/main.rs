@@ -4,7 +4,8 @@
 //! the syscall callback, entries from user mode), `mmu` (the PV memory model: legal and
 //! illegal page-table updates, pinning, memory_op, GDT, writable page tables), `bench`
 //! (`BENCH <name> <value> <unit>` lines for `cargo xtask bench`), `grant` (grant tables
-//! v1: map/unmap/copy with Xen's status codes, a granter destroyed while mapped). Each
+//! v1: map/unmap/copy with Xen's status codes, a granter destroyed while mapped), `pirq`
+//! (physical IRQs: map_pirq/unmap_pirq/irq_status_query/eoi and bind_pirq). Each
 //! check prints `ok <what>` or `FAIL <what>: got <x>, expected <y>`; the run ends with
 //! exactly one `Test result: SUCCESS` / `Test result: FAILURE` and
 //! SCHEDOP_shutdown(poweroff) (except `crash`, which must be killed by the hypervisor).
@@ -57,10 +58,11 @@ mod kernel {
             Some("bench") => scenarios::bench::run(&mut r),
             Some("domctl") => scenarios::domctl::run(&mut r),
             Some("grant") => scenarios::grant::run(&mut r),
+            Some("pirq") => scenarios::pirq::run(&mut r),
             Some(other) => r.fail(
                 "scenario",
                 other,
-                "hypercalls|exception|crash|timers|events|cpu|userspace|mmu|bench|domctl|grant",
+                "hypercalls|exception|crash|timers|events|cpu|userspace|mmu|bench|domctl|grant|pirq",
             ),
             None => r.fail("scenario", "none on the command line", "scenario=NAME"),
         }

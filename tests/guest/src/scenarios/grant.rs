@@ -42,9 +42,10 @@ use pv_guest::xen_abi::domctl::{
 };
 use pv_guest::xen_abi::grant_table::{
     GnttabCopy, GnttabCopyPtr, GnttabMapGrantRef, GnttabUnmapGrantRef, GNTCOPY_DEST_GREF,
-    GNTCOPY_SOURCE_GREF, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_COPY_ARG, GNTST_BAD_DOMAIN,
-    GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_OKAY, GNTST_PERMISSION_DENIED,
-    GRANT_ENTRIES_V1_PER_FRAME, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING,
+    GNTCOPY_SOURCE_GREF, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_COPY_ARG,
+    GNTST_BAD_DEV_ADDR, GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR,
+    GNTST_OKAY, GNTST_PERMISSION_DENIED, GRANT_ENTRIES_V1_PER_FRAME, GTF_PERMIT_ACCESS,
+    GTF_READING, GTF_READONLY, GTF_WRITING,
 };
 use pv_guest::xen_abi::memory::XENMEM_POPULATE_PHYSMAP;
 use pv_guest::xen_abi::{DomId, Errno};
@@ -236,6 +237,7 @@ pub fn run(r: &mut Report) {
         return;
     };
     self_grant(r, &table, slot);
+    device_maps(r, &table);
     illegal(r, &table, slot);
     copies(r, &table);
     mmu::release_slots(slot, 1);
@@ -427,6 +429,132 @@ fn self_grant(r: &mut Report, t: &Table, slot: usize) {
         (GNTST_OKAY, GTF_PERMIT_ACCESS),
     );
     mmu::release_slots(slot2, 1);
+    t.set(g, 0, 0, 0);
+    data.release();
+}
+
+/// One device-only map (no host_addr): (status, handle, dev_bus_addr).
+fn dev_map1(gref: u32, flags: u32) -> (i16, u32, u64) {
+    let mut op = [GnttabMapGrantRef {
+        flags: GNTMAP_DEVICE_MAP | flags,
+        gref,
+        dom: ME,
+        ..Default::default()
+    }];
+    let r = gnttab::map_grant_ref(&mut op);
+    if r.is_err() {
+        return (i16::MIN, 0, 0);
+    }
+    (op[0].status, op[0].handle, op[0].dev_bus_addr)
+}
+
+/// One device unmap by bus address: status.
+fn dev_unmap1(handle: u32, dev_bus_addr: u64) -> i16 {
+    let mut op = [GnttabUnmapGrantRef {
+        dev_bus_addr,
+        handle,
+        ..Default::default()
+    }];
+    match gnttab::unmap_grant_ref(&mut op) {
+        Ok(_) => op[0].status,
+        Err(_) => i16::MIN,
+    }
+}
+
+/// `GNTMAP_device_map` without `GNTMAP_host_map` (blkback's copyless path: the frame is
+/// pinned and referenced, its machine address returned in `dev_bus_addr`, no PTE written;
+/// Xen's `map_grant_ref`), the unmap by `dev_bus_addr` (`unmap_common`: a wrong address →
+/// `GNTST_bad_dev_addr`), read-only device maps, and batches of them.
+fn device_maps(r: &mut Report, t: &Table) {
+    let Some(data) = Page::new() else {
+        r.fail("data frame", "none", "frame");
+        return;
+    };
+    let g = FIRST_REF + 8;
+    let maddr = data.mfn() << 12;
+    t.set(g, GTF_PERMIT_ACCESS, ME, data.mfn());
+    let (status, handle, bus) = dev_map1(g, 0);
+    r.eq(
+        "device_map only (no host_addr) → GNTST_okay, dev_bus_addr = the frame's address",
+        (status, bus),
+        (GNTST_OKAY, maddr),
+    );
+    if status == GNTST_OKAY {
+        r.eq(
+            "... entry flags permit|reading|writing",
+            t.flags(g),
+            GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING,
+        );
+        r.eq(
+            "unmap with a wrong dev_bus_addr → GNTST_bad_dev_addr, still mapped",
+            (dev_unmap1(handle, maddr + 4096), t.flags(g)),
+            (
+                GNTST_BAD_DEV_ADDR,
+                GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING,
+            ),
+        );
+        r.eq(
+            "unmap by dev_bus_addr → GNTST_okay, flags back to permit",
+            (dev_unmap1(handle, maddr), t.flags(g)),
+            (GNTST_OKAY, GTF_PERMIT_ACCESS),
+        );
+        r.eq(
+            "unmap of the same handle again → GNTST_bad_handle",
+            dev_unmap1(handle, maddr),
+            GNTST_BAD_HANDLE,
+        );
+    }
+    let (status, handle, bus) = dev_map1(g, GNTMAP_READONLY);
+    r.eq(
+        "device_map|readonly → GNTST_okay, flags permit|reading",
+        (status, bus, t.flags(g)),
+        (GNTST_OKAY, maddr, GTF_PERMIT_ACCESS | GTF_READING),
+    );
+    if status == GNTST_OKAY {
+        r.eq(
+            "... unmap → GNTST_okay, flags back to permit",
+            (dev_unmap1(handle, maddr), t.flags(g)),
+            (GNTST_OKAY, GTF_PERMIT_ACCESS),
+        );
+    }
+    // A batch the way blkback maps a request's segments: one hypercall for all, one for
+    // the unmap.
+    const N: usize = 64;
+    let mut ops = [GnttabMapGrantRef::default(); N];
+    for (i, op) in ops.iter_mut().enumerate() {
+        op.flags = GNTMAP_DEVICE_MAP | if i % 2 == 1 { GNTMAP_READONLY } else { 0 };
+        op.gref = g;
+        op.dom = ME;
+    }
+    let res = gnttab::map_grant_ref(&mut ops);
+    let all_ok = ops
+        .iter()
+        .all(|o| o.status == GNTST_OKAY && o.dev_bus_addr == maddr);
+    r.eq(
+        "a batch of 64 device maps of one grant (rw and ro) → all okay",
+        (rc(res), all_ok),
+        (Rc(0), true),
+    );
+    let mut unmaps = [GnttabUnmapGrantRef::default(); N];
+    for (u, m) in unmaps.iter_mut().zip(ops.iter()) {
+        u.handle = m.handle;
+        u.dev_bus_addr = maddr;
+    }
+    let res = gnttab::unmap_grant_ref(&mut unmaps);
+    r.eq(
+        "... unmapped in one batch → all okay, flags back to permit",
+        (
+            rc(res),
+            unmaps.iter().all(|u| u.status == GNTST_OKAY),
+            t.flags(g),
+        ),
+        (Rc(0), true, GTF_PERMIT_ACCESS),
+    );
+    r.eq(
+        "device unmap of a handle never given → GNTST_bad_handle",
+        dev_unmap1(0xffff, maddr),
+        GNTST_BAD_HANDLE,
+    );
     t.set(g, 0, 0, 0);
     data.release();
 }

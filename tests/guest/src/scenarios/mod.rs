@@ -9,6 +9,7 @@ pub mod exception;
 pub mod grant;
 pub mod hypercalls;
 pub mod mmu;
+pub mod pirq;
 pub mod timers;
 pub mod userspace;
 

@@ -267,6 +267,7 @@ pub fn build(
         grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
         grant_entries: Default::default(),
         maptrack: grant::MapTrack::new(super::granthc::MAPTRACK_LIMIT),
+        pirqs: crate::pirq::PirqTable::new(crate::pirq::HWDOM_NR_PIRQS),
     };
     d.mask_all_upcalls();
     d.vcpus[0].update_time();

@@ -367,6 +367,8 @@ pub struct Domain {
     pub grant_entries: super::granthc::DirectEntries,
     /// Grants it has mapped (as mapper).
     pub maptrack: grant::MapTrack,
+    /// Its physical IRQs (`PHYSDEVOP_map_pirq`; only the hardware domain maps any).
+    pub pirqs: crate::pirq::PirqTable,
 }
 
 impl Domain {

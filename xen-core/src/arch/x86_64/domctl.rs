@@ -207,6 +207,7 @@ fn create(ctx: &mut Ctx, c: &dc::DomctlCreateDomain) -> Result<DomId, Errno> {
         grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
         grant_entries: Default::default(),
         maptrack: grant::MapTrack::new(super::granthc::MAPTRACK_LIMIT),
+        pirqs: crate::pirq::PirqTable::new(crate::pirq::DOMU_NR_PIRQS),
     };
     d.mask_all_upcalls();
     d.update_wallclock(super::time::wallclock_at_boot(), 0);
@@ -233,6 +234,8 @@ fn destroy(ctx: &mut Ctx, ti: usize) -> Result<(), Errno> {
         let bits = d.bits();
         let mut peers = Vec::new();
         d.evtchn.reset(&bits, |p| peers.push(p), |_| {});
+        // Its PIRQs: sources masked, vectors freed (the ports are gone already).
+        super::irq::release_domain(d);
         for p in peers {
             if let Some(pi) = ctx.hv.find(p.dom) {
                 let _ = ctx.hv.domains[pi].evtchn.peer_closed(&p);

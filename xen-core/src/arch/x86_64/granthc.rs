@@ -381,9 +381,11 @@ fn unmap_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
             guestmem::write(va, &op)?;
             continue;
         }
+        // Xen's unmap_common: the device use goes only with a non-zero dev_bus_addr
+        // (checked against the frame above), the host use only with a host_addr.
         let mut uses = MapUse {
             host: false,
-            device: m.uses.device,
+            device: m.uses.device && op.dev_bus_addr != 0,
         };
         let mut token = None;
         if op.host_addr != 0 && m.uses.host {
@@ -408,7 +410,10 @@ fn unmap_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
         }
         done.push((va, op, token, uses));
     }
-    pv::flush_tlb_all();
+    // Device-only unmaps (blkback's fast path) removed no PTE: no flush needed.
+    if done.iter().any(|(_, _, token, _)| token.is_some()) {
+        pv::flush_tlb_all();
+    }
     for (va, mut op, token, uses) in done {
         let handle = GrantHandle::new(op.handle);
         let gi = ctx.hv.domains[mi]

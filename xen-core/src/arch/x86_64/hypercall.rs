@@ -599,8 +599,61 @@ fn physdev_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
             ctx.vcpu().iopl = s.iopl;
             Ok(0)
         }
+        pd::PHYSDEVOP_MAP_PIRQ => {
+            let mut m: pd::PhysdevMapPirq = guestmem::read(arg)?;
+            let ti = pirq_target(ctx, m.domid)?;
+            let r = super::irq::map_pirq(&mut ctx.hv.domains[ti], &m);
+            if let Ok(pirq) = r {
+                m.pirq = pirq as i32;
+            }
+            // Xen copies the structure back whatever the outcome.
+            guestmem::write(arg, &m)?;
+            r.map(|_| 0)
+        }
+        pd::PHYSDEVOP_UNMAP_PIRQ => {
+            let u: pd::PhysdevUnmapPirq = guestmem::read(arg)?;
+            let ti = pirq_target(ctx, u.domid)?;
+            super::irq::unmap(&mut ctx.hv.domains[ti], u.pirq).map(|()| 0)
+        }
+        pd::PHYSDEVOP_IRQ_STATUS_QUERY => {
+            let mut q: pd::PhysdevIrqStatusQuery = guestmem::read(arg)?;
+            if ctx.dom().pirqs.in_range(i64::from(q.irq as i32)).is_none() {
+                return Err(Errno::EINVAL);
+            }
+            // Xen always asks a PV guest for the EOI hypercall unless it registered a
+            // PIRQ EOI bitmap (pirq_eoi_gmfn, not offered); for MSI that EOI is a no-op.
+            q.flags = pd::XENIRQSTAT_NEEDS_EOI;
+            guestmem::write(arg, &q)?;
+            Ok(0)
+        }
+        pd::PHYSDEVOP_EOI => {
+            let e: pd::PhysdevEoi = guestmem::read(arg)?;
+            let d = ctx.dom();
+            // Xen: `irq >= nr_pirqs` or no pirq_info → -EINVAL. MSI is edge-triggered and
+            // acknowledged at the local APIC when it arrives: nothing else to do.
+            match d.pirqs.in_range(i64::from(e.irq)) {
+                Some(p) if d.pirqs.get(p).is_some() || d.evtchn.pirq_port(p).is_some() => Ok(0),
+                _ => Err(Errno::EINVAL),
+            }
+        }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// The domain a `map_pirq`/`unmap_pirq` acts on (Xen's `rcu_lock_domain_by_any_id` then
+/// the `XSM_DM_PRIV` check): `-ESRCH` for no such domain, `-EPERM` unless the caller is
+/// the hardware domain acting on itself (rxen passes no device through to other domains).
+fn pirq_target(ctx: &Ctx, domid: u16) -> Result<usize, Errno> {
+    let dom = DomId::new(domid);
+    let ti = if dom == DomId::SELF {
+        ctx.di
+    } else {
+        ctx.hv.find(dom).ok_or(Errno::ESRCH)?
+    };
+    if !ctx.privileged() || ti != ctx.di {
+        return Err(Errno::EPERM);
+    }
+    Ok(ti)
 }
 
 /// The debug register a guest names (4 and 5 alias 6 and 7, as without CR4.DE).
@@ -818,11 +871,34 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
             let d = ctx.dom();
             let bits = d.bits();
             let effect = d.evtchn.close(EvtchnPort::new(c.port), &bits)?;
-            if let CloseEffect::PeerBecomesUnbound(p) = effect {
-                if let Some(pi) = ctx.hv.find(p.dom) {
-                    let _ = ctx.hv.domains[pi].evtchn.peer_closed(&p);
+            match effect {
+                CloseEffect::PeerBecomesUnbound(p) => {
+                    if let Some(pi) = ctx.hv.find(p.dom) {
+                        let _ = ctx.hv.domains[pi].evtchn.peer_closed(&p);
+                    }
                 }
+                CloseEffect::PirqUnbound { pirq } => super::irq::unbound(ctx.dom(), pirq),
+                CloseEffect::None => {}
             }
+            Ok(0)
+        }
+        ec::EVTCHNOP_BIND_PIRQ => {
+            let mut b: ec::EvtchnBindPirq = guestmem::read(arg)?;
+            let d = ctx.dom();
+            // Xen's evtchn_bind_pirq: the PIRQ (an `int`) in range (-EINVAL), mapped to
+            // this domain (pirq_access_permitted: -EPERM), not yet bound (-EEXIST).
+            let pirq = d
+                .pirqs
+                .in_range(i64::from(b.pirq as i32))
+                .ok_or(Errno::EINVAL)?;
+            if d.pirqs.get(pirq).is_none() {
+                return Err(Errno::EPERM);
+            }
+            let nr = d.pirqs.nr_pirqs();
+            let port = d.evtchn.bind_pirq(pirq, nr)?;
+            super::irq::bound(d, pirq);
+            b.port = port.raw();
+            guestmem::write(arg, &b)?;
             Ok(0)
         }
         ec::EVTCHNOP_SEND => {
@@ -889,9 +965,13 @@ fn event_channel_op(ctx: &mut Ctx, cmd: u32, arg: u64) -> HcResult {
                 });
             }
             let mut peers = alloc::vec::Vec::new();
+            let mut pirqs = alloc::vec::Vec::new();
             let d = ctx.dom();
             let bits = d.bits();
-            d.evtchn.reset(&bits, |p| peers.push(p), |_| {});
+            d.evtchn.reset(&bits, |p| peers.push(p), |p| pirqs.push(p));
+            for p in pirqs {
+                super::irq::unbound(d, p);
+            }
             for p in peers {
                 if let Some(pi) = ctx.hv.find(p.dom) {
                     let _ = ctx.hv.domains[pi].evtchn.peer_closed(&p);

@@ -17,6 +17,7 @@ pub mod gdt;
 pub mod granthc;
 pub mod guestmem;
 pub mod hypercall;
+pub mod irq;
 pub mod memhc;
 pub mod mm;
 pub mod multiboot;

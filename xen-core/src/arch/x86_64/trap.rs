@@ -44,6 +44,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         v if v == u64::from(time::SPURIOUS_VECTOR) => {}
         0..=31 => guest_exception(f),
         0x80 => int80(f),
+        v if crate::pirq::is_device_vector(v) => super::irq::device_interrupt(v),
         _ => {
             time::eoi();
         }
@@ -64,6 +65,8 @@ fn hypervisor_trap(f: &mut TrapFrame) {
             tick();
         }
         v if v == u64::from(time::SPURIOUS_VECTOR) => {}
+        // A device interrupt while idle: the woken vCPU runs when the idle loop looks again.
+        v if crate::pirq::is_device_vector(v) => super::irq::device_interrupt(v),
         2 => crate::xwarn!("NMI received\n"),
         _ => {
             crate::xerr!("----[ rxen hypervisor fault ]----\n");
