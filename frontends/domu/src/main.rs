@@ -18,6 +18,10 @@ fn main() {}
 #[cfg(target_os = "none")]
 mod ringtest;
 
+// blk: the virtual block device and its exercisers (src/blk.rs)
+#[cfg(target_os = "none")]
+mod blk;
+
 #[cfg(target_os = "none")]
 mod kernel {
     use domu::{evtchn, isolation};
@@ -95,6 +99,7 @@ mod kernel {
                 isolation_memory(si);
             }
             crate::ringtest::maybe_run(si); // ringtest: `extra="ringtest ..."`
+            crate::blk::maybe_run(si); // blk: `device/vbd/*`, `extra="blk=verify ..."`
         }
         run(cfg, name, watching)
     }
