@@ -314,12 +314,26 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
         let mut file = None;
         let mut console = false;
         // xl's `[Key=Value ...]`: extra settings that follow the file's (and so win).
-        let mut extra: Vec<&str> = Vec::new();
-        for &a in rest {
+        let mut extra: Vec<String> = Vec::new();
+        let mut args = rest.iter().copied();
+        while let Some(a) = args.next() {
             match a {
                 "-c" => console = true,
                 "-p" | "-q" | "-F" | "-e" => {}
-                _ if file.is_some() && a.contains('=') => extra.push(a),
+                _ if file.is_some() && a.contains('=') => {
+                    // The shell split at blanks: a quoted value with blanks in it
+                    // (extra="a b") continues until its quote closes.
+                    let mut setting = String::from(a);
+                    let open = |s: &str| {
+                        s.matches('"').count() % 2 == 1 || s.matches('\'').count() % 2 == 1
+                    };
+                    while open(&setting) {
+                        let Some(next) = args.next() else { break };
+                        setting.push(' ');
+                        setting.push_str(next);
+                    }
+                    extra.push(setting);
+                }
                 _ if file.is_none() && !a.starts_with('-') => file = Some(a),
                 _ => {
                     let _ = writeln!(h, "{CREATE_USAGE}");
@@ -360,7 +374,7 @@ impl<V: Hypervisor, S: Store> Toolstack<V, S> {
         let cfg = match DomainConfig::parse(&text) {
             Ok(c) => c,
             Err(e) if e.line > lines => {
-                let setting = extra.get(e.line - lines - 1).copied().unwrap_or("");
+                let setting = extra.get(e.line - lines - 1).map_or("", String::as_str);
                 let _ = writeln!(h, "{setting}: config parsing error: {}", e.problem);
                 return;
             }

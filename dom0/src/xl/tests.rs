@@ -854,11 +854,21 @@ fn create_with_key_value_overrides() {
     let mut t = ts();
     let out = run(
         &mut t,
-        "create /etc/xen/demo.cfg name=\"other\" extra=\"peer=1\"",
+        "create /etc/xen/demo.cfg name=\"other\" extra=\"peer=1 blk=verify x=2\"",
     );
     assert_eq!(out, "Parsing config from /etc/xen/demo.cfg\n");
     let list = run(&mut t, "list");
     assert!(list.contains("other "), "{list}");
+    assert_eq!(
+        t.xs.get("/vm/00000000-0000-0000-0000-000000000001/image/cmdline")
+            .or_else(|| t
+                .xs
+                .nodes
+                .iter()
+                .find(|(k, _)| k.ends_with("/image/cmdline"))
+                .map(|(_, v)| v.as_str())),
+        Some("peer=1 blk=verify x=2")
+    );
     assert!(!list.contains("demo "), "{list}");
     // The file's own name is free again: the override named the domain.
     let out = run(&mut t, "create /etc/xen/demo.cfg");
