@@ -4,13 +4,16 @@
 //! allocation (zeroed, made read-only in our own mapping, pinned), a *map area* where any
 //! frame can be mapped and unmapped with `update_va_mapping` / batched `mmu_update`, and
 //! cloning the whole address space into fresh, pinned tables to switch CR3 to
-//! (`MMUEXT_NEW_BASEPTR`), releasing the builder's tables afterwards.
+//! (`MMUEXT_NEW_BASEPTR`), releasing the builder's tables afterwards, and a *grow area*
+//! (`GROW_AREA_VA`, 1 GiB) that is backed by free frames on demand, for a heap that grows
+//! into the domain's own memory and gives it back.
 //!
 //! Safety model: the kernel (image, stacks, p2m, start_info) lives in the builder's
 //! initial mapping at `VIRT_BASE`, which this module never changes except to flip frames
 //! it allocated between RW and RO. Every other change targets the map area
-//! (`MAP_AREA_VA`, one L1 of 512 slots), scratch tables that are not part of any live
-//! address space, or a clone that maps the kernel identically. The public functions check
+//! (`MAP_AREA_VA`, one L1 of 512 slots), the grow area (its own L2 and L1s, in an L3 slot
+//! that is empty at boot), scratch tables that are not part of any live address space, or a
+//! clone that maps the kernel identically. The public functions check
 //! their targets against that, so they are safe to call with any arguments; a hypervisor
 //! that accepted an update Xen refuses is what could still crash the kernel.
 
@@ -112,6 +115,8 @@ struct State {
     own: [Table; MAX_OWN_TABLES],
     nr_own: usize,
     area: Option<MapArea>,
+    /// The grow area (see [`grow_area_init`]).
+    grow: Option<GrowArea>,
     /// Scratch tables: not in any live tree, so any update to them is harmless to us.
     scratch: [u64; 16],
     nr_scratch: usize,
@@ -135,6 +140,7 @@ static MM: Mutex<State> = Mutex::new(State {
     own: [Table { pfn: 0, mfn: 0 }; MAX_OWN_TABLES],
     nr_own: 0,
     area: None,
+    grow: None,
     scratch: [0; 16],
     nr_scratch: 0,
 });
@@ -196,6 +202,12 @@ impl State {
         (l.pt_pfn..l.pt_pfn + l.nr_pt_frames)
             .chain(0..l.mapped_end_pfn)
             .find(|&p| self.p2m(p) == Some(mfn))
+    }
+
+    /// Whether `mfn` is the L2 of the map area or of the grow area: a clone of the
+    /// address space shares these instead of copying them.
+    fn is_shared_l2(&self, mfn: u64) -> bool {
+        self.area.is_some_and(|a| a.l2.mfn == mfn) || self.grow.is_some_and(|g| g.l2 == mfn)
     }
 
     fn table_va(&self, mfn: u64) -> Option<u64> {
@@ -1020,7 +1032,6 @@ fn count_tables(st: &State, level: u32, mfn: u64) -> Option<usize> {
     if level == 1 {
         return Some(n);
     }
-    let shared = st.area.map(|a| a.l2.mfn);
     for i in 0..ENTRIES {
         if level == 4 && is_xen_l4_slot(i) {
             continue;
@@ -1029,7 +1040,7 @@ fn count_tables(st: &State, level: u32, mfn: u64) -> Option<usize> {
         if e & pte::PRESENT == 0 || (level < 4 && e & pte::PSE != 0) {
             continue;
         }
-        if Some(pte_mfn(e)) == shared {
+        if st.is_shared_l2(pte_mfn(e)) {
             continue;
         }
         n += count_tables(st, level - 1, pte_mfn(e))?;
@@ -1042,7 +1053,6 @@ fn copy_table(st: &State, level: u32, src: u64, new: &[Table], next: &mut usize)
     let dst = *new.get(*next)?;
     *next += 1;
     let dst_va = pfn_va(&st.layout, dst.pfn)?;
-    let shared = st.area.map(|a| a.l2.mfn);
     for i in 0..ENTRIES {
         let e = st.entry(src, i)?;
         let v = if level == 4 && is_xen_l4_slot(i) {
@@ -1058,7 +1068,7 @@ fn copy_table(st: &State, level: u32, src: u64, new: &[Table], next: &mut usize)
             } else {
                 v
             }
-        } else if (level < 4 && e & pte::PSE != 0) || Some(pte_mfn(e)) == shared {
+        } else if (level < 4 && e & pte::PSE != 0) || st.is_shared_l2(pte_mfn(e)) {
             e
         } else {
             let child = copy_table(st, level - 1, pte_mfn(e), new, next)?;
@@ -1246,5 +1256,364 @@ pub fn release_boot_tables() -> MmResult<Released> {
         unpin: unpin_r,
         freed,
         total,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The grow area: kernel VA backed by the domain's own free frames on demand. A kernel's
+// heap grows here (dom0's toolstack unpacks a domU kernel in its own RAM, as Xen's libxc
+// does in a Linux dom0's memory), and gives the frames back when it shrinks.
+
+/// Base of the grow area: L4 slot 511, L3 slot 509 (`0xffffffff40000000`), below the
+/// kernel's initial mapping at `VIRT_BASE` (L3 slot 510).
+pub const GROW_AREA_VA: u64 = 0xffff_ffff_4000_0000;
+/// Pages in the grow area: one L2 of 512 L1s, 1 GiB.
+pub const GROW_AREA_PAGES: usize = ENTRIES * ENTRIES;
+/// `mmu_update` requests issued per hypercall while (un)mapping grow-area pages.
+const GROW_BATCH: usize = 64;
+
+/// The grow area's tables. Its L1s are not in the initial mapping (most come from the
+/// unmapped pool), so they are read through a read-only map-area slot when needed.
+#[derive(Clone, Copy)]
+struct GrowArea {
+    /// MFN of its L2 (hooked into the kernel's slot-511 L3).
+    l2: u64,
+    /// MFN of the L1 for each 2 MiB, 0 until it is first needed.
+    l1: [u64; ENTRIES],
+}
+
+/// Zero machine frame `mfn` (owned by the caller, mapped nowhere) through a map-area slot.
+fn zero_through_slot(mfn: u64) -> MmResult<()> {
+    let m = map(mfn, true)?;
+    // SAFETY: the slot maps `mfn` RW (just mapped); the frame is the caller's and no Rust
+    // reference points into the map area.
+    unsafe { zero_page(m.va()) };
+    unmap(m)
+}
+
+/// Takes a free frame for the grow area unless that would leave `keep_free` or fewer:
+/// from the unmapped pool first (the mapped pool is what page tables of ours and
+/// initial-mapping users need), else from the mapped pool.
+fn grow_take_frame(keep_free: u64) -> MmResult<Table> {
+    let mut st = ready()?;
+    if st.alloc.nr_free() <= keep_free {
+        return Err(MmError::NoFrames);
+    }
+    let pfn = st
+        .alloc
+        .alloc(Pool::Unmapped)
+        .or_else(|| st.alloc.alloc(Pool::Mapped))
+        .ok_or(MmError::NoFrames)?;
+    match st.p2m(pfn) {
+        Some(mfn) => Ok(Table { pfn, mfn }),
+        None => {
+            st.alloc.free(pfn);
+            Err(MmError::Layout)
+        }
+    }
+}
+
+/// Gives back a page-table frame of the grow area that is no longer referenced: unpinned,
+/// made RW again in the initial mapping if it lives there, then freed.
+fn grow_drop_table(t: Table) {
+    let _ = unpin(t.mfn);
+    let mapped = ready().is_ok_and(|st| st.alloc.pool_of(t.pfn) == Pool::Mapped);
+    if mapped && remap_batch(&[t], true) != 1 {
+        return; // Still read-only somewhere: keep it out of the allocator.
+    }
+    if let Ok(mut st) = ready() {
+        st.alloc.free(t.pfn);
+    }
+}
+
+/// A fresh page-table frame for the grow area: zeroed, never mapped writable (an
+/// unmapped-pool frame zeroed through a map-area slot, or a mapped-pool frame made
+/// read-only), pinned as L`level`.
+fn grow_table(level: u32, keep_free: u64) -> MmResult<Table> {
+    let t = grow_take_frame(keep_free)?;
+    let mapped = ready()?.alloc.pool_of(t.pfn) == Pool::Mapped;
+    let prepared = if mapped {
+        let va = pfn_va(&ready()?.layout, t.pfn).ok_or(MmError::Layout)?;
+        // SAFETY: a mapped-pool frame just taken from the allocator: mapped RW at `va` by
+        // the builder, used by nothing else.
+        unsafe { zero_page(va) };
+        if remap_batch(&[t], false) == 1 {
+            Ok(())
+        } else {
+            Err(MmError::Hypercall(
+                "update_va_mapping (table RO)",
+                Error::local(Errno::EINVAL),
+            ))
+        }
+    } else {
+        zero_through_slot(t.mfn)
+    };
+    if let Err(e) = prepared.and_then(|()| {
+        pin(level, t.mfn)
+            .map(|_| ())
+            .map_err(|e| MmError::Hypercall("pin", e))
+    }) {
+        grow_drop_table(t);
+        return Err(e);
+    }
+    Ok(t)
+}
+
+/// Hook the grow area into the address space: a fresh L2 in the empty slot 509 of the
+/// kernel's slot-511 L3. Needs the map area ([`map_area_init`]).
+pub fn grow_area_init() -> MmResult<()> {
+    let (l3, i3) = {
+        let st = ready()?;
+        if st.grow.is_some() {
+            return Ok(());
+        }
+        if st.area.is_none() {
+            return Err(MmError::Uninit);
+        }
+        let l3e = st
+            .entry(st.l4_mfn, table_index(GROW_AREA_VA, 4))
+            .ok_or(MmError::Walk)?;
+        if l3e & pte::PRESENT == 0 {
+            return Err(MmError::Walk);
+        }
+        let l3 = pte_mfn(l3e);
+        let i3 = table_index(GROW_AREA_VA, 3);
+        if st.entry(l3, i3).ok_or(MmError::Walk)? & pte::PRESENT != 0 {
+            return Err(MmError::Refused);
+        }
+        (l3, i3)
+    };
+    let l2 = grow_table(2, 0)?;
+    let req = [MmuUpdate {
+        ptr: (l3 << 12) + 8 * i3 as u64,
+        val: pte_of(l2.mfn, pte::TABLE),
+    }];
+    // SAFETY: fills the empty L3 slot 509 of the kernel's slot-511 L3 (checked empty
+    // above) with our new, empty L2: it adds the grow area and changes nothing that exists.
+    let b = unsafe { hc::mmu_update(&req, u32::from(DomId::SELF.raw())) };
+    if let Err(e) = b.result {
+        grow_drop_table(l2);
+        return Err(MmError::Hypercall("mmu_update (hook grow area)", e));
+    }
+    ready()?.grow = Some(GrowArea {
+        l2: l2.mfn,
+        l1: [0; ENTRIES],
+    });
+    Ok(())
+}
+
+/// VA of page `page` of the grow area.
+pub const fn grow_area_va(page: usize) -> u64 {
+    GROW_AREA_VA + (page as u64) * PAGE_SIZE
+}
+
+/// The L1 for grow-area L2 slot `idx`, created (empty, pinned) and hooked in if needed.
+fn grow_l1(idx: usize, keep_free: u64) -> MmResult<u64> {
+    let l2 = {
+        let st = ready()?;
+        let g = st.grow.as_ref().ok_or(MmError::Uninit)?;
+        match g.l1.get(idx) {
+            Some(0) => g.l2,
+            Some(&l1) => return Ok(l1),
+            None => return Err(MmError::Refused),
+        }
+    };
+    let l1 = grow_table(1, keep_free)?;
+    let req = [MmuUpdate {
+        ptr: (l2 << 12) + 8 * idx as u64,
+        val: pte_of(l1.mfn, pte::TABLE),
+    }];
+    // SAFETY: fills an empty slot of the grow area's L2 (its L1 is recorded as absent) with
+    // a new, empty L1: it only adds unmapped VA to the grow area.
+    let b = unsafe { hc::mmu_update(&req, u32::from(DomId::SELF.raw())) };
+    if let Err(e) = b.result {
+        grow_drop_table(l1);
+        return Err(MmError::Hypercall("mmu_update (grow-area L1)", e));
+    }
+    let mut st = ready()?;
+    let g = st.grow.as_mut().ok_or(MmError::Uninit)?;
+    g.l1[idx] = l1.mfn;
+    Ok(l1.mfn)
+}
+
+/// Calls `f(j, entry)` for the entries `first + j` (`j < n`) of L1 `l1`, read through a
+/// read-only map-area slot.
+fn for_l1_entries(l1: u64, first: usize, n: usize, mut f: impl FnMut(usize, u64)) -> MmResult<()> {
+    let m = map(l1, false)?;
+    for j in 0..n.min(ENTRIES.saturating_sub(first)) {
+        f(j, m.read(first + j));
+    }
+    unmap(m)
+}
+
+/// Map `n` fresh frames of ours read-write at grow-area pages `first..first + n`, which
+/// must be unmapped, keeping more than `keep_free` frames free for everything else. On
+/// failure nothing stays mapped and every frame is back in the allocator. The frames are
+/// not zeroed.
+pub fn grow_area_map(first: usize, n: usize, keep_free: u64) -> MmResult<()> {
+    if first.checked_add(n).is_none_or(|end| end > GROW_AREA_PAGES) {
+        return Err(MmError::Refused);
+    }
+    let mut done = 0;
+    while done < n {
+        let page = first + done;
+        let (idx, i0) = (page / ENTRIES, page % ENTRIES);
+        let cnt = (ENTRIES - i0).min(n - done);
+        let r = grow_l1(idx, keep_free).and_then(|l1| {
+            let mut present = 0;
+            for_l1_entries(l1, i0, cnt, |_, e| {
+                present += usize::from(e & pte::PRESENT != 0)
+            })?;
+            if present != 0 {
+                return Err(MmError::Refused);
+            }
+            Ok(l1)
+        });
+        let r = r
+            .map_err(|e| (0, e))
+            .and_then(|l1| grow_fill_l1(l1, i0, cnt, keep_free));
+        match r {
+            Ok(()) => done += cnt,
+            Err((applied, e)) => {
+                let _ = grow_area_unmap(first, done + applied);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Map fresh frames at entries `i0..i0 + cnt` of the grow-area L1 `l1`. On failure,
+/// returns how many entries were set (from `i0` on) so that the caller can undo them.
+fn grow_fill_l1(l1: u64, i0: usize, cnt: usize, keep_free: u64) -> Result<(), (usize, MmError)> {
+    let mut set = 0;
+    while set < cnt {
+        let k = (cnt - set).min(GROW_BATCH);
+        let mut reqs = [MmuUpdate { ptr: 0, val: 0 }; GROW_BATCH];
+        let mut frames = [Table::default(); GROW_BATCH];
+        for j in 0..k {
+            match grow_take_frame(keep_free) {
+                Ok(t) => frames[j] = t,
+                Err(e) => {
+                    give_back(&frames[..j]);
+                    return Err((set, e));
+                }
+            }
+            reqs[j] = MmuUpdate {
+                ptr: (l1 << 12) + 8 * (i0 + set + j) as u64,
+                val: pte_of(frames[j].mfn, pte::KERNEL_RW),
+            };
+        }
+        // SAFETY: sets entries of a grow-area L1 that were checked not present (so nothing
+        // of ours lives at their VAs) to frames just taken from our allocator, which no
+        // other mapping of ours uses for anything else.
+        let b = unsafe { hc::mmu_update(&reqs[..k], u32::from(DomId::SELF.raw())) };
+        let applied = (b.done as usize).min(k);
+        if let Err(e) = b.result {
+            give_back(&frames[applied..k]);
+            return Err((
+                set + applied,
+                MmError::Hypercall("mmu_update (grow area)", e),
+            ));
+        }
+        set += k;
+    }
+    Ok(())
+}
+
+/// Return ordinary (data) frames to the allocator.
+fn give_back(frames: &[Table]) {
+    if let Ok(mut st) = ready() {
+        for t in frames {
+            st.alloc.free(t.pfn);
+        }
+    }
+}
+
+/// Our PFN of `mfn`: the M2P entry, checked against our p2m list (as Linux's
+/// `mfn_to_pfn` does), else a search of the p2m list.
+fn own_pfn_of(mfn: u64) -> Option<u64> {
+    if let Some((pfn, _)) = probe_m2p_read(mfn) {
+        if pfn_to_mfn(pfn) == Some(mfn) {
+            return Some(pfn);
+        }
+    }
+    mfn_to_pfn_p2m(mfn)
+}
+
+/// Unmap grow-area pages `first..first + n` (those mapped; holes are skipped) and give
+/// their frames back to the allocator. Returns how many frames were freed. The L1s stay
+/// (one frame per 2 MiB ever used).
+pub fn grow_area_unmap(first: usize, n: usize) -> MmResult<usize> {
+    if first.checked_add(n).is_none_or(|end| end > GROW_AREA_PAGES) {
+        return Err(MmError::Refused);
+    }
+    let mut freed = 0;
+    let mut done = 0;
+    let mut result = Ok(());
+    while done < n {
+        let page = first + done;
+        let (idx, i0) = (page / ENTRIES, page % ENTRIES);
+        let cnt = (ENTRIES - i0).min(n - done);
+        done += cnt;
+        let l1 = match ready()?.grow.as_ref().ok_or(MmError::Uninit)?.l1[idx] {
+            0 => continue,
+            l1 => l1,
+        };
+        // MFN of each present entry (0 = hole); bit 0 marks an entry cleared below.
+        let mut mfns = [0u64; ENTRIES];
+        let mut present = 0;
+        for_l1_entries(l1, i0, cnt, |j, e| {
+            if e & pte::PRESENT != 0 {
+                mfns[j] = pte_mfn(e) << 1;
+                present += 1;
+            }
+        })?;
+        if present == 0 {
+            continue;
+        }
+        for start in (0..cnt).step_by(GROW_BATCH) {
+            let mut reqs = [MmuUpdate { ptr: 0, val: 0 }; GROW_BATCH];
+            let mut idxs = [0usize; GROW_BATCH];
+            let mut k = 0;
+            for j in (start..cnt.min(start + GROW_BATCH)).filter(|&j| mfns[j] != 0) {
+                reqs[k] = MmuUpdate {
+                    ptr: (l1 << 12) + 8 * (i0 + j) as u64,
+                    val: 0,
+                };
+                idxs[k] = j;
+                k += 1;
+            }
+            // SAFETY: clears grow-area entries; the caller no longer uses those pages.
+            let b = unsafe { hc::mmu_update(&reqs[..k], u32::from(DomId::SELF.raw())) };
+            for &j in &idxs[..(b.done as usize).min(k)] {
+                mfns[j] |= 1;
+            }
+            if let Err(e) = b.result {
+                result = Err(MmError::Hypercall("mmu_update (grow area unmap)", e));
+            }
+        }
+        // No stale TLB entry may reach a frame that is about to be reused.
+        let _ = flush_tlb();
+        for m in mfns[..cnt].iter().filter(|&&m| m & 1 != 0) {
+            // A frame whose PFN cannot be found stays out of the allocator (leaked, not
+            // double-used).
+            if let Some(pfn) = own_pfn_of(m >> 1) {
+                if let Ok(mut st) = ready() {
+                    st.alloc.free(pfn);
+                    freed += 1;
+                }
+            }
+        }
+    }
+    result.map(|()| freed)
+}
+
+/// Page-table frames the grow area uses (its L2 and L1s), 0 before [`grow_area_init`].
+pub fn grow_area_tables() -> usize {
+    ready().map_or(0, |st| {
+        st.grow
+            .as_ref()
+            .map_or(0, |g| 1 + g.l1.iter().filter(|&&m| m != 0).count())
     })
 }

@@ -43,7 +43,7 @@ options for run:
   --xen FILE            boot FILE as the hypervisor instead of rxen's (nothing is built
                         when --dom0-kernel is given too)
   --debian-domu         also put Debian's kernel (`debian-kernel`, run if needed: ~70 MB
-                        download) in dom0's ramdisk as /boot/vmlinux, with /etc/xen/debian.cfg
+                        download) in dom0's ramdisk as /boot/vmlinuz, with /etc/xen/debian.cfg
                         (`xl create /etc/xen/debian.cfg -c`); defaults become --memory 1024
                         and dom0_mem=256M
 

@@ -31,6 +31,8 @@ pub struct DebianKernel {
     pub package: String,
     /// The extracted ELF.
     pub vmlinux: PathBuf,
+    /// The package's bzImage (xz payload), as shipped, copied to `vmlinuz` beside the ELF.
+    pub vmlinuz: PathBuf,
     /// The kernel's symbol map, to map addresses to symbols: Debian puts a stub in
     /// `boot/System.map-*` and the real one in the `-dbg` package, so only with `--dbg`.
     pub system_map: Option<PathBuf>,
@@ -52,6 +54,7 @@ impl DebianKernel {
         if let Some(debug) = &self.debug_vmlinux {
             println!("debug ELF  {}", debug.display());
         }
+        println!("vmlinuz    {}", self.vmlinuz.display());
         println!("vmlinux    {}", self.vmlinux.display());
     }
 }
@@ -131,6 +134,8 @@ pub fn debian_kernel(package: Option<&str>, dbg: bool) -> Outcome<DebianKernel> 
     std::fs::write(&partial, &elf)?;
     std::fs::rename(&partial, &vmlinux)?;
     // Beside the ELF, under fixed names, so that tests and notes can refer to them.
+    let bzimage = dir.join("vmlinuz");
+    std::fs::copy(&vmlinuz, &bzimage)?;
     let config = match config {
         Some(src) => {
             let dst = dir.join("config");
@@ -163,10 +168,44 @@ pub fn debian_kernel(package: Option<&str>, dbg: bool) -> Outcome<DebianKernel> 
     Ok(DebianKernel {
         package,
         vmlinux,
+        vmlinuz: bzimage,
         system_map,
         debug_vmlinux,
         config,
     })
+}
+
+// Until `debian_domu_ramdisk` (main.rs) packs these instead of the ELF.
+/// linuxdomu: `/etc/xen/debian.cfg`, Debian's kernel as shipped (the bzImage, whose xz
+/// payload dom0's domain builder unpacks as Xen's libxc does) as a PV domU.
+pub const DOMU_CFG: &str = "\
+# Debian's stock kernel (cargo xtask debian-kernel) as a PV domU: packed only by
+# `cargo xtask run --debian-domu`. `xl create /etc/xen/debian.cfg -c`
+# The kernel is the package's bzImage; dom0 decompresses its xz payload.
+name = \"debian\"
+kernel = \"/boot/vmlinuz\"
+memory = 128
+vcpus = 1
+extra = \"earlyprintk=xen console=hvc0 loglevel=8\"
+on_crash = \"preserve\"
+";
+
+/// The files `--debian-domu` adds to dom0's ramdisk (archive path, contents): the bzImage
+/// as `/boot/vmlinuz` and [`DOMU_CFG`] as `/etc/xen/debian.cfg`. Fetches the kernel with
+/// [`debian_kernel`] unless `debian/vmlinuz` is already in the target directory. (The
+/// extracted ELF is not packed: the bzImage is an eighth of its size and dom0 unpacks it.)
+pub fn domu_ramdisk_files() -> Outcome<Vec<(&'static str, crate::ramdisk::Extra)>> {
+    let mut vmlinuz = cache_dir().join("vmlinuz");
+    if !vmlinuz.is_file() {
+        vmlinuz = debian_kernel(None, false)?.vmlinuz;
+    }
+    Ok(vec![
+        ("boot/vmlinuz", crate::ramdisk::Extra::File(vmlinuz)),
+        (
+            "etc/xen/debian.cfg",
+            crate::ramdisk::Extra::Bytes(DOMU_CFG.as_bytes().to_vec()),
+        ),
+    ])
 }
 
 /// `apt-get download PACKAGE` into `dir`, unless a `PACKAGE_*.deb` is already there.

@@ -209,34 +209,12 @@ fn build(profile: Profile) -> Outcome<Images> {
     Ok(images)
 }
 
-/// linuxdomu: xl.cfg for Debian's kernel as a domU (`--debian-domu`).
-const DEBIAN_DOMU_CFG: &str = "\
-# Debian's stock kernel (cargo xtask debian-kernel) as a PV domU: packed only by
-# `cargo xtask run --debian-domu`. `xl create /etc/xen/debian.cfg -c`
-name = \"debian\"
-kernel = \"/boot/vmlinux\"
-memory = 128
-vcpus = 1
-extra = \"earlyprintk=xen console=hvc0 loglevel=8\"
-on_crash = \"preserve\"
-";
-
-/// linuxdomu: packs dom0's ramdisk plus Debian's `vmlinux` (fetched with `debian-kernel`
-/// unless already extracted) as `/boot/vmlinux` and `/etc/xen/debian.cfg`, next to the
-/// usual one as `dom0-debian.cpio`; returns its path.
+/// linuxdomu: packs dom0's ramdisk plus Debian's kernel as shipped (the bzImage, fetched
+/// with `debian-kernel` unless already there) as `/boot/vmlinuz` and `/etc/xen/debian.cfg`,
+/// next to the usual one as `dom0-debian.cpio`; returns its path.
 fn debian_domu_ramdisk(dom0: &Path) -> Outcome<PathBuf> {
-    let mut vmlinux = target_dir().join("debian").join("vmlinux");
-    if !vmlinux.is_file() {
-        vmlinux = debian::debian_kernel(None, false)?.vmlinux;
-    }
     let rd = dom0.with_file_name("dom0-debian.cpio");
-    let extra = [
-        ("boot/vmlinux", ramdisk::Extra::File(vmlinux)),
-        (
-            "etc/xen/debian.cfg",
-            ramdisk::Extra::Bytes(DEBIAN_DOMU_CFG.as_bytes().to_vec()),
-        ),
-    ];
+    let extra = debian::domu_ramdisk_files()?;
     ramdisk::pack_with(
         &workspace_root().join("dom0/rootfs"),
         &dom0.with_file_name("domu"),
@@ -252,7 +230,6 @@ fn debian_domu_ramdisk(dom0: &Path) -> Outcome<PathBuf> {
     Ok(rd)
 }
 
-/// Fails with the install instructions unless a recent enough QEMU is installed.
 /// Size of the scratch disk `cargo xtask run` gives dom0 when no `--disk` is named.
 const DEFAULT_DISK_BYTES: u64 = 64 << 20;
 
@@ -272,6 +249,7 @@ fn default_disk() -> Outcome<PathBuf> {
     Ok(path)
 }
 
+/// Fails with the install instructions unless a recent enough QEMU is installed.
 fn require_qemu() -> Outcome<qemu::Version> {
     qemu::check_qemu().map_err(Failure::from)
 }
