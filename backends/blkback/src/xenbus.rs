@@ -1,0 +1,133 @@
+//! The xenbus side (`xen/include/public/io/xenbus.h`, Linux `xenbus_client.c`): device
+//! states, the small store interface the handshake needs, and what the backend needs from
+//! its host kernel (ring mapping, event channels, disks).
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use ring::RingMemory;
+use xen_abi::{DomId, EvtchnPort, GrantRef};
+
+use crate::device::BlockDevice;
+use crate::grant::GrantMapper;
+
+/// `enum xenbus_state`: the `state` node of each end of a split device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum XenbusState {
+    /// 0: no state node / unreadable.
+    Unknown = 0,
+    /// 1: created by the toolstack, driver not attached yet.
+    Initialising = 1,
+    /// 2: waiting for the peer's details (backend: features written).
+    InitWait = 2,
+    /// 3: details written (frontend: ring and event channel).
+    Initialised = 3,
+    /// 4: connected.
+    Connected = 4,
+    /// 5: shutting down.
+    Closing = 5,
+    /// 6: closed.
+    Closed = 6,
+    /// 7: reconfiguring (unused by blkif).
+    Reconfiguring = 7,
+    /// 8: reconfigured (unused by blkif).
+    Reconfigured = 8,
+}
+
+impl XenbusState {
+    /// Parses a `state` node's value (a decimal number); anything else is `Unknown`.
+    pub fn parse(s: &str) -> XenbusState {
+        match s.trim().parse::<u8>() {
+            Ok(1) => XenbusState::Initialising,
+            Ok(2) => XenbusState::InitWait,
+            Ok(3) => XenbusState::Initialised,
+            Ok(4) => XenbusState::Connected,
+            Ok(5) => XenbusState::Closing,
+            Ok(6) => XenbusState::Closed,
+            Ok(7) => XenbusState::Reconfiguring,
+            Ok(8) => XenbusState::Reconfigured,
+            _ => XenbusState::Unknown,
+        }
+    }
+
+    /// The node value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XenbusState::Unknown => "0",
+            XenbusState::Initialising => "1",
+            XenbusState::InitWait => "2",
+            XenbusState::Initialised => "3",
+            XenbusState::Connected => "4",
+            XenbusState::Closing => "5",
+            XenbusState::Closed => "6",
+            XenbusState::Reconfiguring => "7",
+            XenbusState::Reconfigured => "8",
+        }
+    }
+
+    /// `xenbus_strstate`'s name.
+    pub fn name(self) -> &'static str {
+        match self {
+            XenbusState::Unknown => "Unknown",
+            XenbusState::Initialising => "Initialising",
+            XenbusState::InitWait => "InitWait",
+            XenbusState::Initialised => "Initialised",
+            XenbusState::Connected => "Connected",
+            XenbusState::Closing => "Closing",
+            XenbusState::Closed => "Closed",
+            XenbusState::Reconfiguring => "Reconfiguring",
+            XenbusState::Reconfigured => "Reconfigured",
+        }
+    }
+}
+
+/// The xenstore operations the backend uses, with absolute paths, as dom0 (full rights).
+pub trait Store {
+    /// A node's value, or `None` if it does not exist (or is not UTF-8).
+    fn read(&mut self, path: &str) -> Option<String>;
+    /// Writes a node (creating parents); `false` if the store refused.
+    fn write(&mut self, path: &str, value: &str) -> bool;
+    /// The children of a node (empty if it does not exist).
+    fn directory(&mut self, path: &str) -> Vec<String>;
+    /// Asks to be told (through [`changed`](Self::changed)) when anything at or below
+    /// `path` changes. Optional.
+    fn watch(&mut self, _path: &str) {}
+    /// Undoes [`watch`](Self::watch).
+    fn unwatch(&mut self, _path: &str) {}
+    /// Whether a watched path changed since the last call; `true` when unsure. The
+    /// default (no watches) rescans on every poll.
+    fn changed(&mut self) -> bool {
+        true
+    }
+}
+
+/// A failed host operation: what and the (positive) errno it gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlatformError {
+    /// Errno (positive), written into the `error` node.
+    pub errno: u32,
+}
+
+/// What the backend needs from the kernel it runs in, besides data-grant mapping.
+pub trait Platform: GrantMapper {
+    /// The frontend's ring pages, mapped into our address space. Cloning must be cheap
+    /// and not duplicate the mapping (a handle); one clone is given back to
+    /// [`unmap_ring`](Self::unmap_ring) after every other is dropped.
+    type Ring: RingMemory + Clone;
+
+    /// Maps the ring pages `grefs` (1, 2, 4 or 8, in order) granted by `dom`, contiguous.
+    fn map_ring(&mut self, dom: DomId, grefs: &[GrantRef]) -> Result<Self::Ring, PlatformError>;
+    /// Unmaps a ring mapped by [`map_ring`](Self::map_ring).
+    fn unmap_ring(&mut self, ring: Self::Ring);
+    /// Binds `dom`'s unbound port `remote` (`EVTCHNOP_bind_interdomain`); our port.
+    fn bind_evtchn(&mut self, dom: DomId, remote: EvtchnPort) -> Result<EvtchnPort, PlatformError>;
+    /// Closes our port.
+    fn unbind_evtchn(&mut self, port: EvtchnPort);
+    /// Sends an event on our port.
+    fn notify(&mut self, port: EvtchnPort);
+    /// Takes the dom0 disk called `name` (e.g. `vda`) for exclusive use.
+    fn take_disk(&mut self, name: &str) -> Option<Box<dyn BlockDevice>>;
+    /// Returns a disk taken with [`take_disk`](Self::take_disk) (nothing in flight).
+    fn give_back_disk(&mut self, name: &str, disk: Box<dyn BlockDevice>);
+}
