@@ -14,6 +14,10 @@ pub mod cpio;
 pub mod xl;
 // end toolstack
 
+// disks: dom0's native block driver (portable parts; hardware glue in src/disks.rs)
+pub mod pci;
+pub mod virtio;
+
 /// The prompt printed before each command.
 pub const PROMPT: &str = "dom0# ";
 

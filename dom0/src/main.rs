@@ -20,6 +20,14 @@ mod xenstore;
 #[cfg(target_os = "none")]
 mod ringtest;
 
+// disks: dom0's virtio-blk driver, disk registry, `lspci` / `disk ...` (dom0/src/disks.rs)
+#[cfg(target_os = "none")]
+mod disks;
+
+// blkback: the block backend serving domUs' blkfronts from dom0's disks (dom0/src/blkback.rs)
+#[cfg(target_os = "none")]
+mod blkback;
+
 #[cfg(target_os = "none")]
 mod kernel {
     use crate::toolstack; // toolstack
@@ -133,6 +141,7 @@ mod kernel {
         );
         events::enable();
         toolstack::init(si); // toolstack
+        crate::disks::init(); // disks
         println!("dom0: ready, type 'help' for commands");
         shell(si)
     }
@@ -199,6 +208,10 @@ mod kernel {
             let n = console::read(&mut input);
             if n == 0 {
                 crate::xenstore::poll(); // xenstore: serve domU rings, then block
+                // blkback: handshakes, rings, disk completions; then the store once more,
+                // so that the watch events of what blkback wrote reach the domUs now.
+                crate::blkback::poll();
+                crate::xenstore::poll();
                 sched::block();
                 toolstack::poll(&mut k); // toolstack
                 continue;
@@ -218,6 +231,7 @@ mod kernel {
                     // toolstack: `xl ...` lines go to the toolstack
                     Event::Line(line) => match toolstack::command(line, &mut k)
                         .or_else(|| crate::ringtest::command(line, &mut k)) // ringtest
+                        .or_else(|| crate::disks::command(line, &mut k)) // disks
                     {
                         Some(o) => o,
                         None => run_command(line, &mut k),

@@ -563,8 +563,7 @@ impl Hypervisor for Xen {
         time::now_ns()
     }
     fn block_devices(&mut self) -> Vec<alloc::string::String> {
-        // Placeholder until dom0's disk registry (dom0/src/disks.rs) is wired in.
-        Vec::new()
+        crate::disks::names()
     }
 }
 
@@ -766,4 +765,5 @@ pub fn poll(h: &mut impl Host) {
         t.handle_dom_exc(h);
     }
     t.poll_consoles(h);
+    t.poll_devices();
 }
