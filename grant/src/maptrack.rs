@@ -109,6 +109,19 @@ impl MapTrack {
         }
     }
 
+    /// Forgets the `gone` uses of a mapping whose granter no longer exists (so there is
+    /// no grant entry left to unpin); the caller drops the frame references those uses
+    /// held. Frees the handle once no use is left.
+    pub fn forget_uses(&mut self, handle: GrantHandle, gone: MapUse) {
+        if let Ok(m) = self.lookup(handle) {
+            let left = MapUse {
+                host: m.uses.host && !gone.host,
+                device: m.uses.device && !gone.device,
+            };
+            self.set_uses(handle, left);
+        }
+    }
+
     /// Removes and returns every mapping (mapper teardown, Xen's
     /// `gnttab_release_mappings`). For each, the caller removes the host mapping from the
     /// PV MMU (it may already be gone with the page tables) and releases the grant with
@@ -131,5 +144,51 @@ impl MapTrack {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| Some((GrantHandle::new(u32::try_from(i).ok()?), s.as_ref()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_every_use_frees_the_handle() {
+        let mut t = MapTrack::new(4);
+        let m = Mapping {
+            granter: DomId::new(3),
+            gref: GrantRef::new(8),
+            uses: MapUse {
+                host: true,
+                device: true,
+            },
+            readonly: false,
+            frame: Mfn::new(0x42),
+            map_flags: 0,
+        };
+        let h = t.insert(m).unwrap();
+        let device = MapUse {
+            host: false,
+            device: true,
+        };
+        t.forget_uses(h, device);
+        assert_eq!(
+            t.lookup(h).unwrap().uses,
+            MapUse {
+                host: true,
+                device: false
+            }
+        );
+        t.forget_uses(
+            h,
+            MapUse {
+                host: true,
+                device: false,
+            },
+        );
+        assert_eq!(t.lookup(h), Err(Gntst::BadHandle));
+        assert!(t.is_empty());
+        // An unknown handle is ignored.
+        t.forget_uses(GrantHandle::new(7), device);
+        assert_eq!(t.insert(m), Ok(h), "the handle is reused");
     }
 }

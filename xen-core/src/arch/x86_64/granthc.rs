@@ -416,11 +416,8 @@ fn unmap_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
     }
     for (va, mut op, token, uses) in done {
         let handle = GrantHandle::new(op.handle);
-        let gi = ctx.hv.domains[mi]
-            .maptrack
-            .lookup(handle)
-            .ok()
-            .and_then(|m| ctx.hv.find(m.granter));
+        let mapping = ctx.hv.domains[mi].maptrack.lookup(handle).ok();
+        let gi = mapping.and_then(|m| ctx.hv.find(m.granter));
         pv::with(|p, mem| {
             let mut refs = Refs { pv: p, mem };
             if let Some(gi) = gi {
@@ -430,8 +427,18 @@ fn unmap_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
                         .unmap(entries, &mut refs, maptrack, handle, uses)
                         .map(|_| ()),
                 );
-            } else {
-                // The granter is gone: its frame lives on only through this mapping.
+            } else if let Some(m) = mapping {
+                // The granter is gone: its frame lives on only through this mapping, and
+                // there is no grant entry left to unpin. Drop what the device use held
+                // (the host use's references go with the token below) and the handle;
+                // the last reference frees the dead domain's frame.
+                if uses.device {
+                    if !m.readonly {
+                        grant::FrameRefs::put_writable(&mut refs, m.frame);
+                    }
+                    grant::FrameRefs::put_frame(&mut refs, m.frame);
+                }
+                ctx.hv.domains[mi].maptrack.forget_uses(handle, uses);
                 op.status = 0;
             }
             if let Some(t) = token {
