@@ -997,9 +997,8 @@ fn pattern_io(
             for (p, seg) in segs.iter().enumerate() {
                 let bytes = seg.len as usize;
                 let first = s0 + p as u64 * 8;
-                if let Some(bad) =
-                    blkfront::check_pattern(seed, first, &buf.page_mut(p)[..bytes])
-                        .map(|at| first + at as u64 / 512)
+                if let Some(bad) = blkfront::check_pattern(seed, first, &buf.page_mut(p)[..bytes])
+                    .map(|at| first + at as u64 / 512)
                 {
                     let _ = writeln!(h, "disk: verify FAILED at sector {bad}");
                     return Ok(());

@@ -208,8 +208,8 @@ mod kernel {
             let n = console::read(&mut input);
             if n == 0 {
                 crate::xenstore::poll(); // xenstore: serve domU rings, then block
-                // blkback: handshakes, rings, disk completions; then the store once more,
-                // so that the watch events of what blkback wrote reach the domUs now.
+                                         // blkback: handshakes, rings, disk completions; then the store once more,
+                                         // so that the watch events of what blkback wrote reach the domUs now.
                 crate::blkback::poll();
                 crate::xenstore::poll();
                 sched::block();

@@ -8,9 +8,9 @@
 
 mod args;
 mod bench;
+mod blkbench; // block split driver rows of `cargo xtask bench`
 mod debian;
 mod ramdisk; // toolstack: dom0's ramdisk (cpio newc)
-mod blkbench; // block split driver rows of `cargo xtask bench`
 mod ringbench; // ringtest: two-domain benchmarks for `cargo xtask bench`
 
 use std::ffi::OsStr;

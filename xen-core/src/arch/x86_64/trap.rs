@@ -691,8 +691,7 @@ fn emulate_port_io(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool 
     // allowed at all; the domain's port permissions only decide whether it reaches the
     // hardware. Without them, reads see all-ones and writes are dropped (Linux domUs
     // probe PCI config space at 0xcf8 this way).
-    let reserved =
-        !ports.allows(port, size) || access_reserved(port, size);
+    let reserved = !ports.allows(port, size) || access_reserved(port, size);
     if is_in {
         let value: u32 = if reserved {
             u32::MAX
