@@ -466,4 +466,8 @@ impl Platform for Dom0 {
     fn give_back_disk(&mut self, name: &str, disk: Box<dyn BlockDevice>) {
         crate::disks::give_back(name, disk);
     }
+
+    fn disk_exists(&mut self, name: &str) -> bool {
+        crate::disks::names().iter().any(|n| n == name)
+    }
 }

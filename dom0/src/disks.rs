@@ -605,7 +605,6 @@ pub fn give_back(name: &str, dev: Box<dyn BlockDevice>) {
 }
 
 /// Names of all disks, in order.
-#[allow(dead_code)] // for the blkback glue and the toolstack
 pub fn names() -> Vec<String> {
     DISKS.lock().iter().map(|d| d.name.clone()).collect()
 }

@@ -87,6 +87,12 @@ impl<Req: RingMessage, Rsp: RingMessage, M: RingMemory> FrontRing<Req, Rsp, M> {
         &self.mem
     }
 
+    /// Publishes `idx` as the shared `req_prod` without any request behind it: what a
+    /// hostile or broken frontend does. Only for exercising a backend's index checks.
+    pub fn publish_bogus_req_prod(&self, idx: RingIdx) {
+        store_idx(&self.mem, REQ_PROD, idx);
+    }
+
     /// `req_prod_pvt`: index the next request will take.
     pub fn req_prod_pvt(&self) -> RingIdx {
         self.req_prod_pvt

@@ -115,6 +115,8 @@ pub struct Vbd<P: Platform> {
     online: bool,
     detach: bool,
     removed: bool,
+    /// The disk exists but its previous user has not let go of it yet.
+    waiting_for_disk: bool,
     error: Option<String>,
     ring_refs: Vec<GrantRef>,
     remote_port: Option<u32>,
@@ -145,6 +147,7 @@ impl<P: Platform> Vbd<P> {
             online: true,
             detach: false,
             removed: false,
+            waiting_for_disk: false,
             error: None,
             ring_refs: Vec::new(),
             remote_port: None,
@@ -172,6 +175,7 @@ impl<P: Platform> Vbd<P> {
     pub fn attention(&self) -> bool {
         self.state == XenbusState::Closing
             || self.removed
+            || self.waiting_for_disk
             || self
                 .conn
                 .as_ref()
@@ -405,10 +409,18 @@ impl<P: Platform> Vbd<P> {
         if self.disk.is_none() {
             match plat.take_disk(&self.params) {
                 Some(d) => {
+                    self.waiting_for_disk = false;
                     self.info = Some(d.info());
                     self.disk = Some(d);
                 }
+                None if plat.disk_exists(&self.params) => {
+                    // A destroyed or detached domain's device may still be draining
+                    // requests on it: try again on the next step.
+                    self.waiting_for_disk = true;
+                    return;
+                }
                 None => {
+                    self.waiting_for_disk = false;
                     let msg = format!("no disk {} (or in use)", self.params);
                     self.fatal(store, ENODEV, &msg);
                     return;

@@ -499,6 +499,53 @@ fn domain_destroyed_with_io_in_flight() {
 }
 
 #[test]
+fn a_new_device_waits_for_a_disk_still_draining_a_destroyed_domains_io() {
+    const NEXT: u16 = DOM + 1;
+    let mut h = Harness::new(DOM);
+    h.add_disk("vda", 1024, false);
+    let mut f = h.setup(DOM, DEV, "vda", "w", 0, true);
+    h.w.borrow_mut().hold = true;
+    let (_, g) = h.data_page(0, false);
+    send(&mut f, &[rw(BLKIF_OP_READ, 1, 0, &[seg(g, 0, 7)])]);
+    h.poll();
+    h.store.rm_tree(&fe_path(DOM, DEV));
+    h.store.rm_tree(&be_path(DOM, DEV));
+    // The toolstack gives the disk to the next domain while the old I/O is in flight.
+    h.toolstack_attach(NEXT, DEV, "vda", "w");
+    h.poll();
+    assert_eq!(
+        h.be_state(NEXT, DEV).as_deref(),
+        Some("1"),
+        "waits, no error"
+    );
+    assert!(h
+        .store
+        .get(&format!(
+            "/local/domain/0/error/backend/vbd/{NEXT}/{DEV}/error"
+        ))
+        .is_none());
+    h.w.borrow_mut().hold = false;
+    h.poll();
+    h.poll();
+    assert_eq!(h.be_state(NEXT, DEV).as_deref(), Some("2"), "took the disk");
+    // A disk that does not exist at all is still an error at once.
+    h.toolstack_attach(NEXT, DEV + 16, "vdz", "w");
+    h.poll();
+    assert!(matches!(
+        h.be_state(NEXT, DEV + 16).as_deref(),
+        Some("5" | "6")
+    ));
+    let err = h
+        .store
+        .get(&format!(
+            "/local/domain/0/error/backend/vbd/{NEXT}/{}/error",
+            DEV + 16
+        ))
+        .unwrap();
+    assert!(err.starts_with("19 "), "ENODEV: {err}");
+}
+
+#[test]
 fn hostile_ring_index_closes_only_that_device() {
     let mut h = Harness::new(DOM);
     let (disk, _) = h.add_disk("vda", 1024, false);

@@ -758,6 +758,16 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
         self.enqueue(slot, req, sh)
     }
 
+    /// Publishes a `req_prod` `ahead` entries beyond the responses consumed so far (more
+    /// than the ring holds when `ahead` exceeds its size), as a hostile frontend would, and
+    /// notifies. The device is unusable afterwards; only for exercising the backend.
+    pub fn publish_bogus_req_prod(&mut self, ahead: u32) {
+        let idx = self.ring.rsp_cons().wrapping_add(ahead);
+        self.ring.publish_bogus_req_prod(idx);
+        self.host.notify();
+        self.broken = Some(Error::Broken);
+    }
+
     /// Publishes every request queued since the last kick and notifies the backend if it
     /// asked for it (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`): one event per batch at most.
     pub fn kick(&mut self) {

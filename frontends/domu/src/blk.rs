@@ -924,10 +924,48 @@ fn hostile(io: &mut Io, _p: &Params) -> Result<(), String> {
         Ok(()) => println!("blk: hostile good request after them: ok"),
         Err(e) => return Err(format!("good request after the bad ones: {e:?}")),
     }
-    match failed {
-        Some(what) => Err(format!("backend accepted '{what}'")),
-        None => Ok(()),
+    if let Some(what) = failed {
+        return Err(format!("backend accepted '{what}'"));
     }
+    // Last, a ring index out of range: a req_prod far beyond what the ring holds. The
+    // backend must not read past the ring; it gives up on this device (Linux's blkback
+    // reports "Frontend provided bogus ring requests" and closes it).
+    let size = io.blk.ring_size();
+    let be = backend_dir(io.blk.handle())?;
+    io.blk
+        .publish_bogus_req_prod(size.saturating_mul(4).saturating_add(3));
+    let deadline = time::now_ns().saturating_add(20_000_000_000);
+    loop {
+        let state = read_node(&format!("{be}/state"));
+        if matches!(state.as_deref(), Some("5") | Some("6")) {
+            println!("blk: hostile ring index out of range: backend closed the device ok");
+            return Ok(());
+        }
+        if time::now_ns() >= deadline {
+            return Err(format!(
+                "ring index out of range: backend state {state:?}, expected Closing"
+            ));
+        }
+        sched::yield_now();
+    }
+}
+
+/// The backend directory of our device `devid`.
+fn backend_dir(devid: u16) -> Result<String, String> {
+    read_node(&alloc::format!("device/vbd/{devid}/backend"))
+        .ok_or_else(|| alloc::format!("device/vbd/{devid}/backend unreadable"))
+}
+
+/// A xenstore node's value, None if absent or unreadable.
+fn read_node(path: &str) -> Option<String> {
+    xenbus::with(|x| {
+        let mut buf = [0u8; 256];
+        Ok(x.read_str(TxId::NONE, path, &mut buf)
+            .ok()
+            .map(String::from))
+    })
+    .ok()
+    .flatten()
 }
 
 /// Benchmark rows.

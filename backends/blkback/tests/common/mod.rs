@@ -42,6 +42,10 @@ pub struct World {
     /// Disks dom0 has (name -> disk).
     pub disks: HashMap<String, FakeDisk>,
     pub disks_given_back: Vec<String>,
+    /// Names of disks ever taken.
+    pub taken: Vec<String>,
+    /// Disks given back, available to the next `take_disk`.
+    pub returned: HashMap<String, Box<dyn BlockDevice>>,
     /// Completions are held back while set.
     pub hold: bool,
     /// Log of device operations (op, sector, nr_sectors, segments).
@@ -229,13 +233,27 @@ impl Platform for FakePlatform {
         self.w.borrow_mut().notifies += 1;
     }
     fn take_disk(&mut self, name: &str) -> Option<Box<dyn BlockDevice>> {
-        let d = self.w.borrow_mut().disks.remove(name)?;
-        Some(Box::new(d))
+        let mut w = self.w.borrow_mut();
+        match w.disks.remove(name) {
+            Some(d) => {
+                w.taken.push(name.to_string());
+                Some(Box::new(d))
+            }
+            None => w.returned.remove(name),
+        }
     }
     fn give_back_disk(&mut self, name: &str, disk: Box<dyn BlockDevice>) {
         assert_eq!(disk.in_flight(), 0, "disk given back with I/O in flight");
         let mut w = self.w.borrow_mut();
         w.disks_given_back.push(name.to_string());
+        w.returned.insert(name.to_string(), disk);
+    }
+    fn disk_exists(&mut self, name: &str) -> bool {
+        let w = self.w.borrow();
+        w.disks_given_back.iter().any(|n| n == name)
+            || w.disks.contains_key(name)
+            || w.returned.contains_key(name)
+            || w.taken.iter().any(|n| n == name)
     }
 }
 
