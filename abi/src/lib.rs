@@ -64,6 +64,7 @@ pub mod types;
 pub mod vcpu;
 pub mod version;
 pub mod xen;
+pub mod xenbus;
 
 pub use errno::Errno;
 pub use types::*;

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use rxen_tests::shell::{run_for as run, CTRL_RBRACKET};
 use rxen_tests::{Config, ExitKind, Machine, Result, DOM0_PROMPT, XEN_POWEROFF};
 
 /// Booting to the prompt under TCG; generous because tests share two cores.
@@ -18,21 +19,6 @@ const COMMAND: Duration = Duration::from_secs(60);
 const RINGTEST: Duration = Duration::from_secs(600);
 /// Messages the domU streams (ringtest.cfg's default).
 const MESSAGES: u64 = 100_000;
-/// Ctrl-]: `xl console`'s escape back to the shell.
-const CTRL_RBRACKET: u8 = 0x1d;
-
-/// Runs one shell command and returns what it printed (without the echoed command and the
-/// next prompt).
-fn run(m: &mut Machine, command: &str, timeout: Duration) -> Result<String> {
-    m.send_line(command)?;
-    let out = m.expect(DOM0_PROMPT, timeout)?;
-    let out = out.strip_suffix(DOM0_PROMPT).unwrap_or(&out);
-    let body = match out.find(command) {
-        Some(i) => &out[i + command.len()..],
-        None => out,
-    };
-    Ok(body.trim_start_matches('\n').to_owned())
-}
 
 /// The word after `key` on the first line containing `key`.
 fn after<'a>(text: &'a str, key: &str) -> Option<&'a str> {

@@ -267,7 +267,7 @@ impl<P: Platform> Vbd<P> {
     pub fn xenbus(&mut self, store: &mut dyn Store, plat: &mut P) {
         let be_state = store
             .read(&self.node("state"))
-            .map(|s| XenbusState::parse(&s));
+            .map(|s| XenbusState::parse(&s).unwrap_or(XenbusState::Unknown));
         if be_state.is_none() {
             // The toolstack removed the device (detach done, or domain destroyed).
             self.removed = true;
@@ -290,7 +290,8 @@ impl<P: Platform> Vbd<P> {
         if let Some(fe) = self.fe.clone() {
             self.fe_state = store
                 .read(&format!("{fe}/state"))
-                .map_or(XenbusState::Unknown, |s| XenbusState::parse(&s));
+                .and_then(|s| XenbusState::parse(&s))
+                .unwrap_or(XenbusState::Unknown);
         }
         if let Some(c) = self.conn.as_ref() {
             if let Some(e) = c.engine.broken() {

@@ -11,76 +11,7 @@ use xen_abi::{DomId, EvtchnPort, GrantRef};
 use crate::device::BlockDevice;
 use crate::grant::GrantMapper;
 
-/// `enum xenbus_state`: the `state` node of each end of a split device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum XenbusState {
-    /// 0: no state node / unreadable.
-    Unknown = 0,
-    /// 1: created by the toolstack, driver not attached yet.
-    Initialising = 1,
-    /// 2: waiting for the peer's details (backend: features written).
-    InitWait = 2,
-    /// 3: details written (frontend: ring and event channel).
-    Initialised = 3,
-    /// 4: connected.
-    Connected = 4,
-    /// 5: shutting down.
-    Closing = 5,
-    /// 6: closed.
-    Closed = 6,
-    /// 7: reconfiguring (unused by blkif).
-    Reconfiguring = 7,
-    /// 8: reconfigured (unused by blkif).
-    Reconfigured = 8,
-}
-
-impl XenbusState {
-    /// Parses a `state` node's value (a decimal number); anything else is `Unknown`.
-    pub fn parse(s: &str) -> XenbusState {
-        match s.trim().parse::<u8>() {
-            Ok(1) => XenbusState::Initialising,
-            Ok(2) => XenbusState::InitWait,
-            Ok(3) => XenbusState::Initialised,
-            Ok(4) => XenbusState::Connected,
-            Ok(5) => XenbusState::Closing,
-            Ok(6) => XenbusState::Closed,
-            Ok(7) => XenbusState::Reconfiguring,
-            Ok(8) => XenbusState::Reconfigured,
-            _ => XenbusState::Unknown,
-        }
-    }
-
-    /// The node value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XenbusState::Unknown => "0",
-            XenbusState::Initialising => "1",
-            XenbusState::InitWait => "2",
-            XenbusState::Initialised => "3",
-            XenbusState::Connected => "4",
-            XenbusState::Closing => "5",
-            XenbusState::Closed => "6",
-            XenbusState::Reconfiguring => "7",
-            XenbusState::Reconfigured => "8",
-        }
-    }
-
-    /// `xenbus_strstate`'s name.
-    pub fn name(self) -> &'static str {
-        match self {
-            XenbusState::Unknown => "Unknown",
-            XenbusState::Initialising => "Initialising",
-            XenbusState::InitWait => "InitWait",
-            XenbusState::Initialised => "Initialised",
-            XenbusState::Connected => "Connected",
-            XenbusState::Closing => "Closing",
-            XenbusState::Closed => "Closed",
-            XenbusState::Reconfiguring => "Reconfiguring",
-            XenbusState::Reconfigured => "Reconfigured",
-        }
-    }
-}
+pub use xen_abi::xenbus::XenbusState;
 
 /// The xenstore operations the backend uses, with absolute paths, as dom0 (full rights).
 pub trait Store {

@@ -13,14 +13,16 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use xen_abi::xenbus::XenbusState;
+
 use super::platform::{Access, Perm};
 
-/// XenbusState values the toolstack writes or waits for (`xen/include/public/io/xenbus.h`).
-pub const XENBUS_INITIALISING: u32 = 1;
+/// The XenbusState values the toolstack writes or waits for.
+pub const XENBUS_INITIALISING: u32 = XenbusState::Initialising as u32;
 /// Closing: the toolstack asks the backend to disconnect.
-pub const XENBUS_CLOSING: u32 = 5;
+pub const XENBUS_CLOSING: u32 = XenbusState::Closing as u32;
 /// Closed: the backend has let go of the frontend.
-pub const XENBUS_CLOSED: u32 = 6;
+pub const XENBUS_CLOSED: u32 = XenbusState::Closed as u32;
 
 /// Xen's major number for `xvd` devices (`XEN_IDE0_MAJOR`... in Linux's xen-blkfront).
 const XVD_MAJOR: u32 = 202;

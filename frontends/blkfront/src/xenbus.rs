@@ -34,62 +34,7 @@ use xen_abi::{DomId, GrantRef, Mfn};
 use crate::engine::{BlkFront, Disk, MAX_INDIRECT_SEGMENTS};
 use crate::host::{GrantError, Host};
 
-/// `XenbusState` (`xen/include/public/io/xenbus.h`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum XenbusState {
-    /// 0.
-    Unknown = 0,
-    /// 1: the toolstack created the device.
-    Initialising = 1,
-    /// 2: the backend is waiting for the frontend's ring details.
-    InitWait = 2,
-    /// 3: the frontend published its ring.
-    Initialised = 3,
-    /// 4.
-    Connected = 4,
-    /// 5.
-    Closing = 5,
-    /// 6.
-    Closed = 6,
-    /// 7.
-    Reconfiguring = 7,
-    /// 8.
-    Reconfigured = 8,
-}
-
-impl XenbusState {
-    /// The state a node's text names (`None` for anything but `0`..`8`).
-    pub fn parse(s: &str) -> Option<XenbusState> {
-        Some(match s.trim().parse::<u8>().ok()? {
-            0 => XenbusState::Unknown,
-            1 => XenbusState::Initialising,
-            2 => XenbusState::InitWait,
-            3 => XenbusState::Initialised,
-            4 => XenbusState::Connected,
-            5 => XenbusState::Closing,
-            6 => XenbusState::Closed,
-            7 => XenbusState::Reconfiguring,
-            8 => XenbusState::Reconfigured,
-            _ => return None,
-        })
-    }
-
-    /// The text written to a `state` node.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XenbusState::Unknown => "0",
-            XenbusState::Initialising => "1",
-            XenbusState::InitWait => "2",
-            XenbusState::Initialised => "3",
-            XenbusState::Connected => "4",
-            XenbusState::Closing => "5",
-            XenbusState::Closed => "6",
-            XenbusState::Reconfiguring => "7",
-            XenbusState::Reconfigured => "8",
-        }
-    }
-}
+pub use xen_abi::xenbus::XenbusState;
 
 /// A xenstore transaction (`Tx::NONE` = none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
