@@ -469,19 +469,26 @@ fn dma_page() -> Option<Page<DmaPage>> {
     })
 }
 
-/// Data buffers for dom0's own disk tools: frames with their VA and machine address,
-/// returned to the allocator on drop.
+/// Data buffers for dom0's own disk tools: dom0 frames with their machine addresses,
+/// returned to the allocator on drop. They come from above the boot mapping where they can
+/// (that pool is small and the drivers' request pages live in it), and are only mapped for
+/// the moment the CPU looks at them; the device needs none of that.
 struct Buffers {
     frames: Vec<mmu::Frame>,
 }
 
 impl Buffers {
     fn new(pages: usize) -> Option<Buffers> {
-        let mut frames = Vec::with_capacity(pages);
+        let mut buf = Buffers {
+            frames: Vec::with_capacity(pages),
+        };
         for _ in 0..pages {
-            frames.push(mmu::alloc_frame(Pool::Mapped).ok()?);
+            let f = mmu::alloc_frame(Pool::Unmapped)
+                .or_else(|_| mmu::alloc_frame(Pool::Mapped))
+                .ok()?;
+            buf.frames.push(f);
         }
-        Some(Buffers { frames })
+        Some(buf)
     }
 
     fn segment(&self, i: usize) -> DmaSegment {
@@ -491,12 +498,25 @@ impl Buffers {
         }
     }
 
-    /// Page `i`'s bytes. Only while no request on it is in flight.
-    fn page_mut(&mut self, i: usize) -> &mut [u8] {
-        let va = self.frames[i].va().unwrap_or(0);
-        // SAFETY: a Mapped-pool frame this object owns, mapped RW at `va`; `&mut self`
-        // makes the slice exclusive, and callers only use it with no DMA in flight.
-        unsafe { core::slice::from_raw_parts_mut(va as *mut u8, 4096) }
+    /// Runs `f` on page `i`'s bytes (mapped for the call if it has no mapping). Only while
+    /// no request on the page is in flight. None if no mapping slot was free.
+    fn with_page<R>(&mut self, i: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        let frame = &self.frames[i];
+        let (va, temp) = match frame.va() {
+            Some(va) => (va, None),
+            None => {
+                let m = mmu::map(frame.mfn(), true).ok()?;
+                (m.va(), Some(m))
+            }
+        };
+        // SAFETY: `va` maps this frame RW (the boot mapping or the slot just mapped); the
+        // frame is owned by this object and `&mut self` makes the slice exclusive; callers
+        // only use it with no DMA in flight.
+        let r = f(unsafe { core::slice::from_raw_parts_mut(va as *mut u8, 4096) });
+        if let Some(m) = temp {
+            let _ = mmu::unmap(m);
+        }
+        Some(r)
     }
 }
 
@@ -975,7 +995,10 @@ fn pattern_io(
             let secs = (n - p as u64 * 8).min(8);
             if write {
                 let bytes = secs as usize * 512;
-                blkfront::fill_pattern(seed, s0 + p as u64 * 8, &mut buf.page_mut(p)[..bytes]);
+                buf.with_page(p, |b| {
+                    blkfront::fill_pattern(seed, s0 + p as u64 * 8, &mut b[..bytes])
+                })
+                .ok_or_else(|| String::from("no mapping slot free"))?;
             }
             segs.push(DmaSegment {
                 len: secs as u32 * 512,
@@ -996,9 +1019,10 @@ fn pattern_io(
             for (p, seg) in segs.iter().enumerate() {
                 let bytes = seg.len as usize;
                 let first = s0 + p as u64 * 8;
-                if let Some(bad) = blkfront::check_pattern(seed, first, &buf.page_mut(p)[..bytes])
-                    .map(|at| first + at as u64 / 512)
-                {
+                let mismatch = buf
+                    .with_page(p, |b| blkfront::check_pattern(seed, first, &b[..bytes]))
+                    .ok_or_else(|| String::from("no mapping slot free"))?;
+                if let Some(bad) = mismatch.map(|at| first + at as u64 / 512) {
                     let _ = writeln!(h, "disk: verify FAILED at sector {bad}");
                     return Ok(());
                 }
@@ -1038,7 +1062,8 @@ fn bench(dev: &mut dyn BlockDevice, h: &mut impl Host) -> Result<(), String> {
     // care which request's data lands last (fio's shared buffers do the same).
     let mut buf = Buffers::new(256).ok_or_else(|| String::from("out of memory"))?;
     for p in 0..256 {
-        blkfront::fill_pattern(0xbe, p as u64 * 8, buf.page_mut(p));
+        buf.with_page(p, |b| blkfront::fill_pattern(0xbe, p as u64 * 8, b))
+            .ok_or_else(|| String::from("no mapping slot free"))?;
     }
     let mut rows = Vec::new();
     for pattern in ["seq1m", "rand4k"] {

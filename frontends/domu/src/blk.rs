@@ -11,9 +11,10 @@
 //!   place back and compare, discard a separate range; one line per step, then
 //!   `blk: all ok` or `blk: FAIL <what>`.
 //! * `blk=ro`: reads succeed, a write is refused with `BLKIF_RSP_ERROR`.
-//! * `blk=bench`: `BENCH blk domu <seq1m|rand4k> <read|write> qd<1|32> <bytes> <ns> <ops>`
+//! * `blk=bench`: `BENCH blk domu[-nopgnt] <seq1m|rand4k> <read|write> qd<1|32> <bytes> <ns> <ops>`
 //!   rows like dom0's `disk bench` (32 MiB sequential, 4 MiB random per row; `blkseq=N`
-//!   MiB and `blkops=N` 4 KiB operations change that), then `blk: bench done`. Writes
+//!   MiB and `blkops=N` 4 KiB operations change that; `blkpersistent=0` turns persistent
+//!   grants off), then `blk: bench done`. Writes
 //!   destroy the disk's contents.
 //! * `blkclose`: after the exerciser, close the device (`blk: vbd closed, grants revoked`
 //!   or `blk: close FAIL ...`).
@@ -108,6 +109,8 @@ struct Params {
     seq_ops: u64,
     /// `blkclose`: close the device after the exerciser.
     close: bool,
+    /// `blkpersistent=0`: do not offer persistent grants (grant each request's pages).
+    persistent: bool,
 }
 
 fn params(cmdline: &str) -> Params {
@@ -119,6 +122,7 @@ fn params(cmdline: &str) -> Params {
         rand_ops: 1024,
         seq_ops: 32,
         close: false,
+        persistent: true,
     };
     for tok in cmdline.split_ascii_whitespace() {
         let (key, value) = match tok.split_once('=') {
@@ -142,6 +146,7 @@ fn params(cmdline: &str) -> Params {
             "blkops" => p.rand_ops = num.unwrap_or(p.rand_ops).max(1),
             "blkseq" => p.seq_ops = num.unwrap_or(p.seq_ops).max(1),
             "blkclose" => p.close = !matches!(value, Some("0" | "no" | "off")),
+            "blkpersistent" => p.persistent = !matches!(value, Some("0" | "no" | "off")),
             _ => {}
         }
     }
@@ -501,7 +506,7 @@ fn first_vbd() -> Option<u32> {
     .flatten()
 }
 
-fn connect(devid: u32) -> Result<(Device, Blk, u32), String> {
+fn connect(devid: u32, persistent: bool) -> Result<(Device, Blk, u32), String> {
     use alloc::format;
     let mut store = XsStore::new(HANDSHAKE_NS);
     let dev = xb::probe(&mut store, devid).map_err(|e| format!("{e}"))?;
@@ -529,7 +534,10 @@ fn connect(devid: u32) -> Result<(Device, Blk, u32), String> {
         ring,
         &[mfn],
         port,
-        &Options::default(),
+        &Options {
+            persistent,
+            ..Options::default()
+        },
     )
     .map_err(|e| format!("{e}"))?;
     Ok((dev, blk, port))
@@ -550,7 +558,7 @@ pub fn maybe_run(si: &StartInfo) {
         println!("blk: FAIL memory manager");
         return;
     }
-    let (dev, mut blk, port) = match connect(devid) {
+    let (dev, mut blk, port) = match connect(devid, p.persistent) {
         Ok(c) => c,
         Err(e) => {
             println!("blk: FAIL connecting vbd {devid}: {e}");
@@ -1022,7 +1030,9 @@ fn bench(io: &mut Io, p: &Params) -> Result<(), String> {
         run_stream(io, &buf, &reqs, op, qd)?;
         let ns = time::now_ns().saturating_sub(t0).max(1);
         println!(
-            "BENCH blk domu {pattern} {} qd{qd} {} {ns} {ops}",
+            "BENCH blk {} {pattern} {} qd{qd} {} {ns} {ops}",
+            // Copyless (each request's pages granted) or through persistent grants.
+            if d.persistent { "domu" } else { "domu-nopgnt" },
             if op { "write" } else { "read" },
             ops * unit * SECTOR_SIZE
         );

@@ -1,7 +1,9 @@
 //! `cargo xtask bench`, third part: the block split driver (issue 6). One boot of dom0
 //! with two identical scratch disks under TCG `-icount shift=0`: dom0 measures its native
 //! virtio-blk driver on `vda` (`disk bench vda`), then a domU measures the same rows
-//! through blkfront → blkback → virtio-blk on `vdb` (`extra="blk=bench"`). Both print
+//! through blkfront → blkback → virtio-blk on `vdb` (`extra="blk=bench"`), once with
+//! persistent grants (as Linux's blkfront and blkback agree by default) and once without
+//! (`blkpersistent=0`: every request's pages granted and mapped, no copy anywhere). All print
 //! `BENCH blk <who> <pattern> <op> qd<N> <bytes> <ns> <ops>`; the table shows MB/s and
 //! IOPS side by side with the ratio domU/dom0 per row.
 
@@ -9,6 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use rxen_tests::shell::CTRL_RBRACKET;
 use rxen_tests::{Accel, Config, Disk, Machine, DOM0_PROMPT};
 
 use crate::bench::median_f64;
@@ -96,8 +99,9 @@ pub const ROWS: [(&str, &str, u32); 8] = [
     ("rand4k", "write", 32),
 ];
 
-/// The table: per row the medians over runs of dom0's and the domU's MB/s and IOPS, and
-/// domU/dom0.
+/// The table: per row the medians over runs of dom0's MB/s and IOPS, the domU's through
+/// persistent grants (Linux blkfront's default) and without them (each request's pages
+/// granted and mapped: copyless end to end), each with its ratio to dom0.
 pub fn table(rows: &[BlkRow]) -> String {
     let med = |who: &str, pattern: &str, op: &str, qd: u32, f: fn(&BlkRow) -> f64| {
         let v: Vec<f64> = rows
@@ -110,28 +114,38 @@ pub fn table(rows: &[BlkRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} | {:>10} | {:>10} | {:>10} | {:>10} | {:>6} | runs",
-        "block I/O", "dom0 MB/s", "dom0 IOPS", "domU MB/s", "domU IOPS", "domU/dom0"
+        "{:<18} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>11} | {:>6} | runs",
+        "block I/O",
+        "dom0 MB/s",
+        "dom0 IOPS",
+        "domU MB/s",
+        "domU IOPS",
+        "ratio",
+        "no-pgnt MB/s",
+        "ratio"
     );
-    let _ = writeln!(out, "{}", "-".repeat(86));
+    let _ = writeln!(out, "{}", "-".repeat(108));
     for (pattern, op, qd) in ROWS {
         let cell = |v: Option<(f64, usize)>| v.map_or("-".to_owned(), |(v, _)| format!("{v:.1}"));
-        let d0 = med("dom0", pattern, op, qd, BlkRow::mb_s);
-        let du = med("domu", pattern, op, qd, BlkRow::mb_s);
-        let ratio = match (d0, du) {
+        let ratio = |a: Option<(f64, usize)>, b: Option<(f64, usize)>| match (a, b) {
             (Some((a, _)), Some((b, _))) if a > 0.0 => format!("{:.2}", b / a),
             _ => "-".to_owned(),
         };
+        let d0 = med("dom0", pattern, op, qd, BlkRow::mb_s);
+        let du = med("domu", pattern, op, qd, BlkRow::mb_s);
+        let dn = med("domu-nopgnt", pattern, op, qd, BlkRow::mb_s);
         let runs = du.map_or(0, |(_, n)| n).min(d0.map_or(0, |(_, n)| n));
         let _ = writeln!(
             out,
-            "{:<18} | {:>10} | {:>10} | {:>10} | {:>10} | {:>9} | {runs}",
+            "{:<18} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>11} | {:>6} | {runs}",
             format!("{pattern} {op} qd{qd}"),
             cell(d0),
             cell(med("dom0", pattern, op, qd, BlkRow::iops)),
             cell(du),
             cell(med("domu", pattern, op, qd, BlkRow::iops)),
-            ratio
+            ratio(d0, du),
+            cell(dn),
+            ratio(d0, dn),
         );
     }
     out
@@ -169,6 +183,20 @@ pub fn run(images: &Images, verbose: bool, rows: &mut Vec<BlkRow>) -> Result<usi
         let out = m
             .expect("blk: bench done", SIDE)
             .map_err(|e| fail("domU", e))?;
+        found.extend(parse(&out));
+        // The same without persistent grants: copyless from the domU's pages to the disk.
+        m.send(&[CTRL_RBRACKET]).map_err(|e| fail("domU", e))?;
+        m.expect(DOM0_PROMPT, SIDE).map_err(|e| fail("domU", e))?;
+        m.send_line("xl destroy blkbench")
+            .map_err(|e| fail("domU", e))?;
+        m.expect(DOM0_PROMPT, SIDE).map_err(|e| fail("domU", e))?;
+        m.send_line(
+            "xl create /etc/xen/blkbench.cfg name=\"blkbench2\" extra=\"blk=bench blkpersistent=0\" -c",
+        )
+        .map_err(|e| fail("domU", e))?;
+        let out = m
+            .expect("blk: bench done", SIDE)
+            .map_err(|e| fail("domU without persistent grants", e))?;
         found.extend(parse(&out));
         m.kill();
         let n = found.len();
