@@ -201,8 +201,10 @@ fn a_hostile_frontend_gets_errors_while_another_domu_does_io() -> Result<()> {
         &mut m,
         "good",
         "phy:vdb,xvda,w",
-        "blk=verify blkseed=11 blksector=64",
+        // Through persistent grants (the other domUs here go copyless).
+        "blk=verify blkseed=11 blksector=64 blkpersistent",
     )?;
+    assert!(out.contains("persistent true"), "{out}");
     let ranges = written(&out);
     run(&mut m, "xl destroy evil")?;
     run(&mut m, "xl destroy good")?;
