@@ -231,22 +231,6 @@ fn write_node(domid: u16, node: &str, value: &[u8]) -> Result<(), Error> {
     crate::xenstore::with(|s| s.write(DOM0, &path, value)).map_err(|_| Error::Store(NODE_CONNECTED))
 }
 
-/// Waits until `port` is pending (and clears it) or `ns` pass; false on timeout.
-fn wait(port: u32, ns: u64) -> bool {
-    let deadline = time::now_ns().saturating_add(ns);
-    loop {
-        if shared::test_and_clear_pending(port) {
-            return true;
-        }
-        if time::now_ns() >= deadline {
-            return false;
-        }
-        if sched::poll(&[port], deadline).is_err() {
-            sched::yield_now();
-        }
-    }
-}
-
 /// What the domU published.
 struct Published {
     gref: u32,
@@ -388,12 +372,12 @@ fn serve(
             // Until the first request the domU is still reading data/connected through its
             // store ring, which only we serve: keep serving it while we wait.
             crate::xenstore::poll();
-            if !wait(port, 10_000_000) && time::now_ns() >= connect_deadline {
+            if !sched::wait_port(port, 10_000_000) && time::now_ns() >= connect_deadline {
                 return Err(Error::Timeout("waiting for the first request", 0));
             }
             continue;
         }
-        if !wait(port, EVENT_NS) {
+        if !sched::wait_port(port, EVENT_NS) {
             return Err(Error::Timeout("serving requests", served));
         }
     }
@@ -401,7 +385,7 @@ fn serve(
     let (mut t_rtt0, mut t_rtt1) = (0u64, 0u64);
     for i in 1..=p.rtt {
         while u64::from(page.load_u32(RTT_PING_OFFSET)) != i {
-            if !wait(port, EVENT_NS) {
+            if !sched::wait_port(port, EVENT_NS) {
                 return Err(Error::Timeout("event round trips", i));
             }
         }

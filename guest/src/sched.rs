@@ -47,3 +47,22 @@ pub fn reboot() -> ! {
 pub fn crash() -> ! {
     shutdown(SHUTDOWN_CRASH)
 }
+
+/// Waits until event channel `port` is pending (and clears it) or `ns` nanoseconds pass;
+/// false on timeout. The port should be masked, so that no upcall consumes the pending
+/// bit: `SCHEDOP_poll` wakes on it all the same, and no notification is lost between a
+/// look at shared memory and the sleep.
+pub fn wait_port(port: u32, ns: u64) -> bool {
+    let deadline = crate::time::now_ns().saturating_add(ns);
+    loop {
+        if crate::shared::test_and_clear_pending(port) {
+            return true;
+        }
+        if crate::time::now_ns() >= deadline {
+            return false;
+        }
+        if poll(&[port], deadline).is_err() {
+            yield_now();
+        }
+    }
+}

@@ -622,28 +622,12 @@ struct Io<'a> {
     port: u32,
 }
 
-/// Sleeps until the device's port fires (clearing it) or `ns` pass; false on timeout.
-fn wait_port(port: u32, ns: u64) -> bool {
-    let deadline = time::now_ns().saturating_add(ns);
-    loop {
-        if shared::test_and_clear_pending(port) {
-            return true;
-        }
-        if time::now_ns() >= deadline {
-            return false;
-        }
-        if sched::poll(&[port], deadline).is_err() {
-            sched::yield_now();
-        }
-    }
-}
-
 impl Io<'_> {
     /// One request, waited for.
     fn run(&mut self, req: Request<'_, DPage>) -> Result<Result<(), IoError>, String> {
         let port = self.port;
         self.blk
-            .run(0, req, || wait_port(port, IO_NS), |_| {})
+            .run(0, req, || sched::wait_port(port, IO_NS), |_| {})
             .map_err(|e| alloc::format!("{e:?}"))
     }
 
@@ -656,7 +640,7 @@ impl Io<'_> {
             if self.blk.final_check() {
                 continue;
             }
-            if !wait_port(self.port, IO_NS) {
+            if !sched::wait_port(self.port, IO_NS) {
                 return Err("timed out waiting for the backend".into());
             }
         }

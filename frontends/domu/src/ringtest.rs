@@ -27,7 +27,7 @@ use pv_guest::mm::Pool;
 use pv_guest::xen_abi::grant_table::{GNTST_OKAY, GNTTAB_NR_RESERVED_ENTRIES, GTF_PERMIT_ACCESS};
 use pv_guest::xen_abi::{DomId, PAGE_SIZE};
 use pv_guest::xenbus::{self, TxId, XsError};
-use pv_guest::{events, sched, shared, start, time, StartInfo};
+use pv_guest::{events, sched, start, time, StartInfo};
 use ring::ringtest::{
     checksum, request, Digest, Request, Response, DEFAULT_COUNT, DEFAULT_PINGPONG, DEFAULT_RTT,
     NODE_CONNECTED, NODE_COUNT, NODE_PINGPONG, NODE_PORT, NODE_RING_REF, NODE_RTT, OP_BULK,
@@ -221,22 +221,6 @@ pub(crate) fn copy_out(va: u64, offset: usize, src: &[u8]) {
     }
 }
 
-/// Waits until `port` is pending (and clears it) or `ns` pass; false on timeout.
-fn wait(port: u32, ns: u64) -> bool {
-    let deadline = time::now_ns().saturating_add(ns);
-    loop {
-        if shared::test_and_clear_pending(port) {
-            return true;
-        }
-        if time::now_ns() >= deadline {
-            return false;
-        }
-        if sched::poll(&[port], deadline).is_err() {
-            sched::yield_now();
-        }
-    }
-}
-
 fn store_write(node: &'static str, value: u64) -> Result<(), Error> {
     let mut v = Buf::<24>::new();
     let _ = write!(v, "{value}");
@@ -298,7 +282,7 @@ fn run(si: &StartInfo, p: Params) -> Result<(), Error> {
         if time::now_ns() >= deadline {
             return Err(Error::Timeout("waiting for dom0", 0));
         }
-        wait(port, 20_000_000);
+        sched::wait_port(port, 20_000_000);
     }
     println!("ringtest: connected");
 
@@ -332,7 +316,7 @@ fn run(si: &StartInfo, p: Params) -> Result<(), Error> {
             continue;
         }
         sleeps += 1;
-        if !wait(port, EVENT_NS) {
+        if !sched::wait_port(port, EVENT_NS) {
             return Err(Error::Timeout("streaming", received));
         }
     }
@@ -371,7 +355,7 @@ fn run(si: &StartInfo, p: Params) -> Result<(), Error> {
         page.fence(Fence::Full);
         let _ = events::send(port);
         while page.load_u32(RTT_PONG_OFFSET) != i {
-            if !wait(port, EVENT_NS) {
+            if !sched::wait_port(port, EVENT_NS) {
                 return Err(Error::Timeout("event round trips", u64::from(i)));
             }
         }
@@ -418,7 +402,7 @@ fn exchange(
         if front.final_check_for_responses() {
             continue;
         }
-        if !wait(port, EVENT_NS) {
+        if !sched::wait_port(port, EVENT_NS) {
             return Err(Error::Timeout("ping-pong", seq));
         }
     }
