@@ -266,6 +266,9 @@ pub struct PvMm {
     /// Internal inconsistencies detected (a reference dropped that was not held):
     /// always 0 unless rxen has a bug.
     bugs: u64,
+    /// I/O memory no domain may map writable (Xen's `mmio_ro_ranges`: the MSI-X tables
+    /// the hypervisor programs), as inclusive MFN ranges.
+    mmio_ro: Vec<(u64, u64)>,
 }
 
 impl PvMm {
@@ -284,6 +287,7 @@ impl PvMm {
             frames,
             domains: BTreeMap::new(),
             freed: Vec::new(),
+            mmio_ro: Vec::new(),
             stamp: 1,
             bugs: 0,
         }
@@ -395,6 +399,22 @@ impl PvMm {
     pub fn set_max_pages(&mut self, dom: DomId, max_pages: u64) -> Result<(), Errno> {
         self.domains.get_mut(&dom).ok_or(Errno::ESRCH)?.max_pages = max_pages;
         Ok(())
+    }
+
+    /// Makes I/O frames `first..=last` read-only for every domain from now on (Xen's
+    /// `mmio_ro_ranges`): a writable mapping of one is silently made read-only, as Xen's
+    /// `get_page_from_l1e` does.
+    pub fn set_mmio_read_only(&mut self, first: Mfn, last: Mfn) {
+        if first <= last && !self.mmio_ro.contains(&(first.raw(), last.raw())) {
+            self.mmio_ro.push((first.raw(), last.raw()));
+        }
+    }
+
+    /// Whether `mfn` is read-only I/O memory.
+    pub(super) fn mmio_read_only(&self, mfn: Mfn) -> bool {
+        self.mmio_ro
+            .iter()
+            .any(|&(s, e)| (s..=e).contains(&mfn.raw()))
     }
 
     /// Lets a domain map machine frames `first..=last` as I/O memory

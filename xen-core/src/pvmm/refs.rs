@@ -513,7 +513,11 @@ impl PvMm {
             if denied {
                 return Err(if invalid { Errno::EINVAL } else { Errno::EPERM });
             }
-            return Ok(pte::mmio_cache_flip(e));
+            let mut flip = pte::mmio_cache_flip(e);
+            if e & pte::RW != 0 && self.mmio_read_only(mfn) {
+                flip |= pte::RW;
+            }
+            return Ok(flip);
         }
         match self.get_ref_any(mfn) {
             Some(Owner::Dom(d)) if d == pg_owner => {}

@@ -341,6 +341,22 @@ fn flag_rules() {
         mu(&mut mm, &mut mem, A_DOM, A_DOM, ptr(7, 6), e(62, P), false),
         Err(Errno::EPERM)
     );
+    // An MSI-X table page: a writable mapping becomes read-only (Xen's mmio_ro_ranges).
+    mm.set_mmio_read_only(m(61), m(61));
+    mu(
+        &mut mm,
+        &mut mem,
+        A_DOM,
+        A_DOM,
+        ptr(7, 7),
+        e(61, P | RW),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        mem.read(m(7), 7),
+        e(61, P | PCD | PWT | USER | GUEST_KERNEL)
+    );
     assert_eq!(mm.inconsistencies(), 0);
 }
 

@@ -223,6 +223,12 @@ pub fn map_msi(d: &mut Domain, m: &PhysdevMapPirq) -> Result<u32, Errno> {
     }
     let entry_maddr = table.wrapping_add(u64::from(entry) * reg::MSIX_ENTRY_SIZE);
     let va = ioremap(entry_maddr).ok_or(Errno::ENOMEM)?;
+    // From now on the table is the hypervisor's: no domain maps it writable (Xen adds
+    // MSI-X tables to mmio_ro_ranges), so dom0 cannot redirect the interrupt.
+    let table_end = table.wrapping_add(u64::from(cap.table_size) * reg::MSIX_ENTRY_SIZE - 1);
+    super::pv::with(|pm, _| {
+        pm.set_mmio_read_only(Mfn::new(table >> 12), Mfn::new(table_end >> 12))
+    });
     let vector = {
         let mut irq = IRQ.lock();
         let v = irq.vectors.alloc().ok_or(Errno::EINVAL)?;
