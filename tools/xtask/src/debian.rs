@@ -5,11 +5,11 @@
 //! the package the meta-package `linux-image-amd64` depends on). A bzImage is the x86 boot
 //! protocol's setup code followed by a compressed `vmlinux`; Xen's PV loader
 //! (`xg_dom_bzimageloader.c`) finds that payload through the setup header and decompresses
-//! it. This module does the same offline, with `apt-get`, `dpkg-deb`, `tar` and `xz` (or
-//! Python's `lzma` module), so that a test can hand the hypervisor a plain ELF.
+//! it. This module fetches it with `apt-get`, `dpkg-deb` and `tar`, and unpacks it offline
+//! with the domain builder's own `unpack_kernel` (what dom0 runs for a domU), so that a
+//! test can hand the hypervisor a plain ELF.
 //! The layout is in `../shared/ABI.md` §1.1.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -107,26 +107,15 @@ pub fn debian_kernel(package: Option<&str>, dbg: bool) -> Outcome<DebianKernel> 
     let config = find_one(&boot, "config-")?;
 
     let image = std::fs::read(&vmlinuz)?;
-    let payload =
-        BzImage::parse(&image).map_err(|e| Failure::new(format!("{}: {e}", vmlinuz.display())))?;
+    // The same unpacker dom0's domain builder runs (setup header, own xz decoder).
+    let elf = domain_builder::unpack_kernel(&image)
+        .map_err(|e| Failure::new(format!("{}: {e}", vmlinuz.display())))?;
     eprintln!(
-        "xtask: {}: boot protocol {}.{:02}, setup_sects {}, {} payload at {:#x}, {} bytes",
+        "xtask: {}: {} bytes, {} bytes unpacked",
         vmlinuz.display(),
-        payload.version >> 8,
-        payload.version & 0xff,
-        payload.setup_sects,
-        payload.compression.name(),
-        payload.offset,
-        payload.data.len(),
+        image.len(),
+        elf.len()
     );
-    if payload.compression != Compression::Xz {
-        return Err(Failure::new(format!(
-            "{}: the payload is {}, only XZ (what Debian uses) is handled",
-            vmlinuz.display(),
-            payload.compression.name()
-        )));
-    }
-    let elf = decompress_xz(payload.data)?;
     check_elf(&elf).map_err(|e| Failure::new(format!("the decompressed payload {e}")))?;
     let vmlinux = dir.join("vmlinux");
     // Write then rename: a half-written vmlinux is never left under the final name.
@@ -373,192 +362,6 @@ fn find_one(dir: &Path, prefix: &str) -> Outcome<Option<PathBuf>> {
     }
 }
 
-/// The payload's compression, from its magic bytes (as Xen's bzImage loader tells them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Xz,
-    Gzip,
-    Bzip2,
-    Lzma,
-    Lzo,
-    Lz4,
-    Zstd,
-    Unknown,
-}
-
-impl Compression {
-    fn detect(data: &[u8]) -> Self {
-        const MAGICS: &[(&[u8], Compression)] = &[
-            (b"\xfd7zXZ\x00", Compression::Xz),
-            (b"\x1f\x8b", Compression::Gzip),
-            (b"BZh", Compression::Bzip2),
-            (b"\x5d\x00", Compression::Lzma),
-            (b"\x89LZO", Compression::Lzo),
-            (b"\x02\x21\x4c\x18", Compression::Lz4),
-            (b"\x28\xb5\x2f\xfd", Compression::Zstd),
-        ];
-        MAGICS
-            .iter()
-            .find(|(magic, _)| data.starts_with(magic))
-            .map_or(Compression::Unknown, |&(_, c)| c)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Compression::Xz => "XZ",
-            Compression::Gzip => "gzip",
-            Compression::Bzip2 => "bzip2",
-            Compression::Lzma => "LZMA",
-            Compression::Lzo => "LZO",
-            Compression::Lz4 => "LZ4",
-            Compression::Zstd => "zstd",
-            Compression::Unknown => "of unknown compression",
-        }
-    }
-}
-
-/// The compressed kernel inside a bzImage, found through the setup header.
-#[derive(Debug)]
-pub struct BzImage<'a> {
-    /// Boot protocol version (0x020f for Linux 6.1).
-    pub version: u16,
-    /// Setup sectors (after the boot sector), with 0 read as 4 as the boot protocol says.
-    pub setup_sects: u32,
-    /// File offset of the payload.
-    pub offset: usize,
-    /// The payload (`payload_length` bytes).
-    pub data: &'a [u8],
-    /// The payload's compression.
-    pub compression: Compression,
-}
-
-impl<'a> BzImage<'a> {
-    /// Offset of `setup_sects` (u8) in the setup header.
-    const SETUP_SECTS: usize = 0x1f1;
-    /// Offset of the `"HdrS"` magic.
-    const MAGIC: usize = 0x202;
-    /// Offset of the boot protocol version (u16).
-    const VERSION: usize = 0x206;
-    /// Offset of `payload_offset` (u32), from the start of the protected-mode code.
-    const PAYLOAD_OFFSET: usize = 0x248;
-    /// Offset of `payload_length` (u32).
-    const PAYLOAD_LENGTH: usize = 0x24c;
-    /// `payload_offset`/`payload_length` exist from boot protocol 2.08 on.
-    const MIN_VERSION: u16 = 0x0208;
-
-    /// Finds the payload; an error says what is wrong with the image.
-    pub fn parse(image: &'a [u8]) -> Result<Self, String> {
-        let u8_at = |at: usize| image.get(at).copied();
-        let u16_at = |at: usize| {
-            image
-                .get(at..at + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        };
-        let u32_at = |at: usize| {
-            image
-                .get(at..at + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        if image.get(Self::MAGIC..Self::MAGIC + 4) != Some(b"HdrS") {
-            return Err("not a bzImage (no \"HdrS\" at 0x202)".into());
-        }
-        let version = u16_at(Self::VERSION).ok_or("truncated setup header")?;
-        if version < Self::MIN_VERSION {
-            return Err(format!(
-                "boot protocol {:#06x} is older than 2.08: no payload fields",
-                version
-            ));
-        }
-        let setup_sects = match u8_at(Self::SETUP_SECTS).ok_or("truncated setup header")? {
-            0 => 4,
-            n => u32::from(n),
-        };
-        let payload_offset = u32_at(Self::PAYLOAD_OFFSET).ok_or("truncated setup header")?;
-        let payload_length = u32_at(Self::PAYLOAD_LENGTH).ok_or("truncated setup header")?;
-        let offset = (setup_sects as usize + 1) * 512 + payload_offset as usize;
-        let data = offset
-            .checked_add(payload_length as usize)
-            .and_then(|end| image.get(offset..end))
-            .ok_or_else(|| {
-                format!(
-                    "payload [{offset:#x}, +{payload_length:#x}) runs past the end of the \
-                     {}-byte image",
-                    image.len()
-                )
-            })?;
-        Ok(BzImage {
-            version,
-            setup_sects,
-            offset,
-            data,
-            compression: Compression::detect(data),
-        })
-    }
-}
-
-/// Decompresses the first XZ stream of `data` with `xz`, else with Python's `lzma`.
-///
-/// The kernel's build appends the uncompressed size (4 bytes) after the XZ stream and
-/// counts it in `payload_length`, so only the first stream is decoded and the rest ignored.
-fn decompress_xz(data: &[u8]) -> Outcome<Vec<u8>> {
-    let xz = Command::new("xz")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if xz {
-        let mut cmd = Command::new("xz");
-        cmd.args(["-d", "-c", "--single-stream"]);
-        return filter("xz -dc --single-stream", &mut cmd, data);
-    }
-    eprintln!("xtask: `xz` is not installed (package xz-utils): using python3's lzma");
-    let script = "import lzma,sys\n\
-                  d=lzma.LZMADecompressor(lzma.FORMAT_XZ)\n\
-                  sys.stdout.buffer.write(d.decompress(sys.stdin.buffer.read()))\n\
-                  sys.exit(0 if d.eof else 'truncated XZ stream')\n";
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", script]);
-    filter("python3 lzma", &mut cmd, data).map_err(|f| {
-        Failure::new(format!(
-            "{}; install xz-utils (`apt-get install xz-utils`)",
-            f.message
-        ))
-    })
-}
-
-/// Runs `cmd` with `input` on its stdin; returns its stdout.
-fn filter(what: &str, cmd: &mut Command, input: &[u8]) -> Outcome<Vec<u8>> {
-    eprintln!("xtask: $ {what} <payload >vmlinux");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| Failure::new(format!("cannot run {what}: {e}")))?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| Failure::new(format!("{what}: no input pipe")))?;
-    // Feed from a thread: the output pipe must be drained at the same time.
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output()?;
-    let fed = feeder
-        .join()
-        .map_err(|_| Failure::new(format!("{what}: the input thread panicked")))?;
-    if !out.status.success() {
-        return Err(Failure::new(format!("{what} failed ({})", out.status)));
-    }
-    // A filter that stops reading early (after the first stream) may break the pipe.
-    if let Err(e) = fed {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(Failure::new(format!("{what}: writing its input: {e}")));
-        }
-    }
-    Ok(out.stdout)
-}
-
 /// Checks that `elf` is a 64-bit x86 ELF executable (what the PV loader takes).
 fn check_elf(elf: &[u8]) -> Result<(), String> {
     if !elf.starts_with(b"\x7fELF") {
@@ -574,52 +377,6 @@ fn check_elf(elf: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal bzImage: setup header fields and a payload after `setup_sects` sectors.
-    fn bzimage(setup_sects: u8, version: u16, payload: &[u8], payload_offset: u32) -> Vec<u8> {
-        let sects = if setup_sects == 0 { 4 } else { setup_sects };
-        let start = (usize::from(sects) + 1) * 512 + payload_offset as usize;
-        let mut img = vec![0u8; start];
-        img[0x1f1] = setup_sects;
-        img[0x202..0x206].copy_from_slice(b"HdrS");
-        img[0x206..0x208].copy_from_slice(&version.to_le_bytes());
-        img[0x248..0x24c].copy_from_slice(&payload_offset.to_le_bytes());
-        img[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        img.extend_from_slice(payload);
-        img.extend_from_slice(b"trailer");
-        img
-    }
-
-    #[test]
-    fn finds_the_payload() {
-        let payload = b"\xfd7zXZ\x00stream+size";
-        let img = bzimage(39, 0x020f, payload, 0x2cc);
-        let bz = BzImage::parse(&img).expect("valid");
-        assert_eq!(bz.version, 0x020f);
-        assert_eq!(bz.setup_sects, 39);
-        assert_eq!(bz.offset, 40 * 512 + 0x2cc);
-        assert_eq!(bz.data, payload);
-        assert_eq!(bz.compression, Compression::Xz);
-        // setup_sects 0 means 4.
-        let img = bzimage(0, 0x0208, b"\x1f\x8bgz", 0);
-        let bz = BzImage::parse(&img).expect("valid");
-        assert_eq!(bz.offset, 5 * 512);
-        assert_eq!(bz.compression, Compression::Gzip);
-    }
-
-    #[test]
-    fn refuses_bad_images() {
-        assert!(BzImage::parse(b"\x7fELF").unwrap_err().contains("HdrS"));
-        let img = bzimage(1, 0x0207, b"x", 0);
-        assert!(BzImage::parse(&img).unwrap_err().contains("2.08"));
-        let mut img = bzimage(1, 0x020f, b"payload", 0);
-        img.truncate(img.len() - 10);
-        assert!(BzImage::parse(&img).unwrap_err().contains("past the end"));
-        let mut img = bzimage(1, 0x020f, b"payload", 0);
-        img[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
-        img[0x248..0x24c].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(BzImage::parse(&img).is_err());
-    }
 
     #[test]
     fn reads_the_kernel_dependency() {
@@ -649,21 +406,5 @@ mod tests {
         elf[18] = 3;
         assert!(check_elf(&elf).is_err());
         assert!(check_elf(b"MZ").is_err());
-    }
-
-    #[test]
-    fn decompresses_an_xz_stream_with_a_trailer() {
-        // Needs xz or python3 on the host; both are on the project's machines.
-        let mut cmd = Command::new("xz");
-        cmd.args(["-z", "-c", "--check=crc32"]);
-        let Ok(mut stream) = filter("xz -z", &mut cmd, b"hello, vmlinux") else {
-            return;
-        };
-        // What the kernel's build appends: the uncompressed size.
-        stream.extend_from_slice(&14u32.to_le_bytes());
-        let out = decompress_xz(&stream)
-            .map_err(|f| f.message)
-            .expect("decodes");
-        assert_eq!(out, b"hello, vmlinux");
     }
 }
