@@ -924,31 +924,8 @@ pub struct Batch {
 /// Every request must leave the mappings the kernel relies on intact: a normal update
 /// may only change entries that no Rust reference or running code depends on.
 pub unsafe fn mmu_update(reqs: &[MmuUpdate], foreigndom: u32) -> Batch {
-    let Ok(count) = u32::try_from(reqs.len()) else {
-        return Batch {
-            result: Err(Error::local(Errno::EINVAL)),
-            done: 0,
-        };
-    };
-    let mut done = 0u32;
-    // SAFETY: the hypervisor reads `count` requests from `reqs` and writes one u32 to
-    // `done`; the effect of the requests is the caller's contract.
-    let ret = unsafe {
-        call(
-            nr::MMU_UPDATE,
-            [
-                reqs.as_ptr() as u64,
-                u64::from(count),
-                &mut done as *mut u32 as u64,
-                u64::from(foreigndom),
-                0,
-            ],
-        )
-    };
-    Batch {
-        result: check(ret),
-        done,
-    }
+    // SAFETY: the requests' effects are the caller's contract.
+    unsafe { batch(nr::MMU_UPDATE, reqs, foreigndom) }
 }
 
 /// `mmuext_op(ops, count, &done, foreigndom)`.
@@ -957,19 +934,29 @@ pub unsafe fn mmu_update(reqs: &[MmuUpdate], foreigndom: u32) -> Batch {
 /// As [`mmu_update`]: `NEW_BASEPTR` must name an L4 that maps the running kernel exactly
 /// as the current one does, and flushes/pins are harmless.
 pub unsafe fn mmuext_op(ops: &[MmuextOp], foreigndom: u32) -> Batch {
-    let Ok(count) = u32::try_from(ops.len()) else {
+    // SAFETY: the ops' effects are the caller's contract.
+    unsafe { batch(nr::MMUEXT_OP, ops, foreigndom) }
+}
+
+/// A `(list, count, &done, foreigndom)` hypercall (`mmu_update`, `mmuext_op`).
+///
+/// # Safety
+/// As the hypercall `op`: its elements' effects are the caller's contract.
+unsafe fn batch<T>(op: u64, items: &[T], foreigndom: u32) -> Batch {
+    let Ok(count) = u32::try_from(items.len()) else {
         return Batch {
             result: Err(Error::local(Errno::EINVAL)),
             done: 0,
         };
     };
     let mut done = 0u32;
-    // SAFETY: the hypervisor reads `count` ops and writes `done`; effects per the caller.
+    // SAFETY: the hypervisor reads `count` elements from `items` and writes one u32 to
+    // `done`; the effect of the elements is the caller's contract.
     let ret = unsafe {
         call(
-            nr::MMUEXT_OP,
+            op,
             [
-                ops.as_ptr() as u64,
+                items.as_ptr() as u64,
                 u64::from(count),
                 &mut done as *mut u32 as u64,
                 u64::from(foreigndom),
