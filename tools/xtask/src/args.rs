@@ -20,7 +20,8 @@ commands:
                         extract the ELF from its bzImage; print its path (and System.map's)
   bench                 boot the test guest (scenario=bench) under TCG with -icount shift=0
                         --runs N times (default 3; --verbose echoes the console) and print
-                        the benchmark table (medians, ratios to a call and a 4 KiB memcpy)
+                        the benchmark table (medians, ratios to a call and a 4 KiB memcpy);
+                        --only hv,ring,blk runs some of its three parts
   help                  this text
 
 options for build, run and boot-time:

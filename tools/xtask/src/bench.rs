@@ -23,6 +23,46 @@ pub struct BenchOpts {
     pub runs: usize,
     /// Echo the guest's serial output (`--verbose`).
     pub verbose: bool,
+    /// The parts to run (`--only hv,ring,blk`; default all three).
+    pub parts: Parts,
+}
+
+/// The three parts of `cargo xtask bench`: the test guest's single-domain rows (`hv`),
+/// the two-domain event-channel and ring rows (`ring`) and the block split driver (`blk`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// The test guest's `scenario=bench`.
+    pub hv: bool,
+    /// dom0 + the ringtest domU.
+    pub ring: bool,
+    /// dom0's disk against a domU through blkback.
+    pub blk: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        hv: true,
+        ring: true,
+        blk: true,
+    };
+
+    /// A comma-separated list of `hv`, `ring` and `blk`.
+    fn parse(list: &str) -> Result<Parts, String> {
+        let mut p = Parts {
+            hv: false,
+            ring: false,
+            blk: false,
+        };
+        for part in list.split(',') {
+            match part {
+                "hv" => p.hv = true,
+                "ring" => p.ring = true,
+                "blk" => p.blk = true,
+                other => return Err(format!("--only: unknown part `{other}` (hv, ring, blk)")),
+            }
+        }
+        Ok(p)
+    }
 }
 
 /// Parses the options after `cargo xtask bench`.
@@ -31,6 +71,7 @@ pub fn parse_opts(args: impl Iterator<Item = String>) -> Result<BenchOpts, Strin
         profile: Profile::Release,
         runs: 3,
         verbose: false,
+        parts: Parts::ALL,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -53,6 +94,12 @@ pub fn parse_opts(args: impl Iterator<Item = String>) -> Result<BenchOpts, Strin
                     .ok()
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| format!("--runs: `{v}` is not a number from 1 to 100"))?;
+            }
+            "--only" => {
+                let v = inline
+                    .or_else(|| args.next())
+                    .ok_or("--only needs a value")?;
+                o.parts = Parts::parse(&v)?;
             }
             _ => return Err(format!("unknown option `{arg}` for `cargo xtask bench`")),
         }
@@ -201,47 +248,57 @@ pub fn bench(opts: &BenchOpts) -> Outcome {
     let mut series = Vec::new();
     let mut blk_rows = Vec::new();
     for i in 1..=opts.runs {
-        let mut cfg = Config::new(&images.xen, &images.test_guest);
-        cfg.dom0_cmdline = "scenario=bench".to_owned();
-        cfg.accel = Accel::Tcg;
-        cfg.icount = true;
-        cfg.echo = opts.verbose;
-        let mut m = Machine::boot(cfg).map_err(|e| Failure::new(e.to_string()))?;
-        let verdict = m
-            .expect_line(TEST_RESULT, Duration::from_secs(600))
-            .map_err(|e| Failure::new(format!("run {i}: {e}")))?;
-        let _ = m.wait_exit(Duration::from_secs(30));
-        let output = m.output();
-        let n = collect(&output, &mut series);
-        eprintln!(
-            "xtask: run {i}/{}: {n} results, {}",
-            opts.runs,
-            verdict.trim()
-        );
-        if !verdict.contains("SUCCESS") {
-            for line in output.lines().filter(|l| l.starts_with("FAIL ")) {
-                eprintln!("xtask:   {line}");
+        if opts.parts.hv {
+            let mut cfg = Config::new(&images.xen, &images.test_guest);
+            cfg.dom0_cmdline = "scenario=bench".to_owned();
+            cfg.accel = Accel::Tcg;
+            cfg.icount = true;
+            cfg.echo = opts.verbose;
+            let mut m = Machine::boot(cfg).map_err(|e| Failure::new(e.to_string()))?;
+            let verdict = m
+                .expect_line(TEST_RESULT, Duration::from_secs(600))
+                .map_err(|e| Failure::new(format!("run {i}: {e}")))?;
+            let _ = m.wait_exit(Duration::from_secs(30));
+            let output = m.output();
+            let n = collect(&output, &mut series);
+            eprintln!(
+                "xtask: run {i}/{}: {n} results, {}",
+                opts.runs,
+                verdict.trim()
+            );
+            if !verdict.contains("SUCCESS") {
+                for line in output.lines().filter(|l| l.starts_with("FAIL ")) {
+                    eprintln!("xtask:   {line}");
+                }
+            }
+            m.kill();
+        }
+        // ringtest: dom0 + the ringtest domU (tools/xtask/src/ringbench.rs)
+        if opts.parts.ring {
+            match crate::ringbench::run(&images, opts.verbose, &mut series) {
+                Ok(n) => eprintln!("xtask: run {i}/{}: {n} two-domain results", opts.runs),
+                Err(e) => eprintln!("xtask: run {i}/{}: {}", opts.runs, e.message),
             }
         }
-        m.kill();
-        // ringtest: dom0 + the ringtest domU (tools/xtask/src/ringbench.rs)
-        match crate::ringbench::run(&images, opts.verbose, &mut series) {
-            Ok(n) => eprintln!("xtask: run {i}/{}: {n} two-domain results", opts.runs),
-            Err(e) => eprintln!("xtask: run {i}/{}: {}", opts.runs, e.message),
-        }
         // The block split driver against dom0's native disk (tools/xtask/src/blkbench.rs).
-        match crate::blkbench::run(&images, opts.verbose, &mut blk_rows) {
-            Ok(n) => eprintln!("xtask: run {i}/{}: {n} block I/O results", opts.runs),
-            Err(e) => eprintln!("xtask: run {i}/{}: {}", opts.runs, e.message),
+        if opts.parts.blk {
+            match crate::blkbench::run(&images, opts.verbose, &mut blk_rows) {
+                Ok(n) => eprintln!("xtask: run {i}/{}: {n} block I/O results", opts.runs),
+                Err(e) => eprintln!("xtask: run {i}/{}: {}", opts.runs, e.message),
+            }
         }
     }
-    if series.is_empty() {
-        return Err(Failure::new("the guest printed no BENCH lines"));
+    if series.is_empty() && blk_rows.is_empty() {
+        return Err(Failure::new("the guests printed no BENCH lines"));
     }
 
-    print!("{}", table(&series, opts.runs));
-    println!();
-    print!("{}", crate::blkbench::table(&blk_rows));
+    if opts.parts.hv || opts.parts.ring {
+        print!("{}", table(&series, opts.runs));
+        println!();
+    }
+    if opts.parts.blk {
+        print!("{}", crate::blkbench::table(&blk_rows));
+    }
     Ok(())
 }
 
@@ -260,6 +317,12 @@ mod tests {
         assert!(p(&["--runs"]).is_err());
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--debug=1"]).is_err());
+        assert_eq!(p(&[]).unwrap().parts, Parts::ALL);
+        let only = p(&["--only", "hv,blk"]).unwrap().parts;
+        assert!(only.hv && !only.ring && only.blk);
+        assert!(p(&["--only=ring"]).unwrap().parts.ring);
+        assert!(p(&["--only", "disk"]).is_err());
+        assert!(p(&["--only"]).is_err());
         assert_eq!(median_f64(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median_f64(&[]), 0.0);
     }
