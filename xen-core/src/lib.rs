@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod evtchn;
 pub mod guest_addr;
 pub mod log;
+pub mod pci;
 pub mod pirq;
 pub mod ptwr;
 pub mod pvmm;

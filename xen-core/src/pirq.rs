@@ -148,6 +148,8 @@ pub trait ConfigSpace {
     /// Writes the aligned word at `offset & !1` (without touching its neighbour, which
     /// may hold write-one-to-clear bits).
     fn write16(&mut self, bdf: Bdf, offset: u8, value: u16);
+    /// Writes the aligned dword at `offset & !3`.
+    fn write32(&mut self, bdf: Bdf, offset: u8, value: u32);
 
     /// Reads the aligned word at `offset & !1`.
     fn read16(&mut self, bdf: Bdf, offset: u8) -> u16 {

@@ -36,6 +36,9 @@ impl ConfigSpace for Fake {
         self.writes.push((bdf, offset, value));
         self.put16(bdf, offset & !1, value);
     }
+    fn write32(&mut self, bdf: Bdf, offset: u8, value: u32) {
+        self.put32(bdf, offset & !3, value);
+    }
 }
 
 const DEV: Bdf = Bdf {

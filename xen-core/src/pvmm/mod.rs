@@ -253,6 +253,20 @@ impl Flush {
     }
 }
 
+/// Whether the inclusive ranges `ranges` together cover `first..=last`.
+pub fn covers(ranges: &[(u64, u64)], first: u64, last: u64) -> bool {
+    let mut next = first;
+    // Each pass moves `next` past one range, so this ends after at most `ranges.len()`.
+    for _ in 0..=ranges.len() {
+        match ranges.iter().find(|&&(s, e)| s <= next && next <= e) {
+            Some(&(_, e)) if e >= last => return true,
+            Some(&(_, e)) => next = e + 1,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// The PV memory model state: frame table, domains, vCPU references.
 pub struct PvMm {
     frames: Vec<PageInfo>,
@@ -427,6 +441,15 @@ impl PvMm {
         d.iomem.push((first.raw(), last.raw()));
         d.io_caps = true;
         Ok(())
+    }
+
+    /// Whether `dom` may map every I/O frame in `first..=last` (Xen's
+    /// `iomem_access_permitted` over a range): its permitted ranges must cover it.
+    pub fn iomem_range_permitted(&self, dom: DomId, first: Mfn, last: Mfn) -> bool {
+        let Some(d) = self.domains.get(&dom) else {
+            return false;
+        };
+        covers(&d.iomem, first.raw(), last.raw())
     }
 
     /// Sets whether a domain may use cache attributes (it has I/O ports, say).

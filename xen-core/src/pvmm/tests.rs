@@ -982,3 +982,15 @@ mod grant_mappings {
         assert_eq!(counts(&mm, 20), (1, 0, PageType::Writable));
     }
 }
+
+#[test]
+fn covers_needs_every_frame_of_the_range() {
+    let r = [(10, 19), (20, 29), (40, 49)];
+    assert!(covers(&r, 10, 29));
+    assert!(covers(&r, 12, 25));
+    assert!(covers(&r, 45, 45));
+    assert!(!covers(&r, 25, 41));
+    assert!(!covers(&r, 5, 12));
+    assert!(!covers(&[], 0, 0));
+    assert!(covers(&[(0, u64::MAX)], 7, u64::MAX));
+}

@@ -5,6 +5,7 @@
 
 use super::domain::{Domain, RunState, Vcpu, HV};
 use super::mm::{self, FRAMES};
+use super::multiboot::{FirmwareRange, E820_RESERVED};
 use super::{hypercall, pv, time};
 use crate::cmdline::Options;
 use alloc::string::String;
@@ -133,6 +134,52 @@ fn module_bytes(start: u64, end: u64) -> &'static [u8] {
     }
 }
 
+/// What the hardware domain may touch, and what nobody may write.
+struct HardwareResources {
+    /// I/O memory it may map (inclusive frame ranges).
+    iomem: Vec<(u64, u64)>,
+    /// I/O memory mapped read-only by everyone (inclusive frame ranges).
+    read_only: Vec<(u64, u64)>,
+    /// I/O ports, `[start, end)`.
+    ioports: Vec<(u32, u32)>,
+}
+
+/// The hardware domain gets what its devices and firmware need, not the whole machine
+/// (Xen's `dom0_setup_permissions` grants everything but the hypervisor's devices):
+/// * the memory BARs of the PCI functions the boot scan found, and their I/O BARs;
+/// * the configuration ports 0xcf8..0xcff (emulated, see `pci`);
+/// * firmware memory below 4 GiB: the ISA hole 0xa0000..0x100000 and the E820 reserved,
+///   ACPI and NVS ranges (a Linux dom0 reads its ACPI tables there). The reserved ranges
+///   are read-only, since they hold PCI's ECAM window: configuration writes through it
+///   would bypass the MSI-X filter;
+/// * never the IO-APIC or local APIC pages, which the hypervisor drives.
+///
+/// MSI-X tables and PBAs are read-only I/O memory from the start.
+fn hardware_resources(firmware: &[FirmwareRange]) -> HardwareResources {
+    let pci = super::pci::scan();
+    let mut iomem = pci.iomem;
+    let mut read_only = pci.read_only;
+    iomem.push((0xa0, 0xff));
+    for r in firmware
+        .iter()
+        .filter(|r| r.start < (1 << 32) && r.end > r.start)
+    {
+        let frames = (r.start >> 12, (r.end - 1).min((1 << 32) - 1) >> 12);
+        iomem.push(frames);
+        if r.kind == E820_RESERVED {
+            read_only.push(frames);
+        }
+    }
+    for (first, last) in [(0xfec00, 0xfecff), (0xfee00, 0xfeeff)] {
+        crate::pci::punch(&mut iomem, first, last);
+    }
+    HardwareResources {
+        iomem,
+        read_only,
+        ioports: pci.ioports,
+    }
+}
+
 /// Builds dom0 and makes its vCPU 0 runnable.
 pub fn build(
     kstart: u64,
@@ -140,6 +187,7 @@ pub fn build(
     cmdline: &str,
     ramdisk: Option<(u64, u64)>,
     options: &Options,
+    firmware: &[FirmwareRange],
 ) -> Result<(), String> {
     let kernel = module_bytes(kstart, kend);
     // A bzImage's xz payload (Debian's kernels, ~66 MB unpacked) is decompressed into a
@@ -175,16 +223,14 @@ pub fn build(
     .map_err(|e| alloc::format!("{e}"))?;
 
     let id = DomId::new(0);
+    let hw = hardware_resources(firmware);
     pv::with(|pv, _| {
         pv.create_domain(id, nr_pages, 1)?;
-        // The hardware domain may map I/O memory (firmware tables, PCI BARs), except the
-        // interrupt controllers the hypervisor drives (IO-APIC 0xfec00, local APIC 0xfee00).
-        for (first, last) in [
-            (0, 0xfe_bff),
-            (0xfe_d00, 0xfe_dff),
-            (0xfe_f00, (1u64 << 40) - 1),
-        ] {
+        for &(first, last) in &hw.iomem {
             pv.permit_iomem(id, Mfn::new(first), Mfn::new(last))?;
+        }
+        for &(first, last) in &hw.read_only {
+            pv.set_mmio_read_only(Mfn::new(first), Mfn::new(last));
         }
         Ok::<(), xen_abi::Errno>(())
     })
@@ -262,7 +308,8 @@ pub fn build(
         shutdown_code: None,
         vm_assist: 0,
         paused: false,
-        ioports: Vec::new(),
+        ioports: hw.ioports,
+        pci_cf8: 0,
         irqs: Vec::new(),
         grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
         grant_entries: Default::default(),

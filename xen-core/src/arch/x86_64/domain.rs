@@ -359,6 +359,8 @@ pub struct Domain {
     pub paused: bool,
     /// I/O port ranges `[start, end)` it may use (`DOMCTL_ioport_permission`).
     pub ioports: Vec<(u32, u32)>,
+    /// Its virtual PCI configuration address register (port 0xcf8; Xen's `pci_cf8`).
+    pub pci_cf8: u32,
     /// Physical IRQs it may bind (`DOMCTL_irq_permission`).
     pub irqs: Vec<u32>,
     /// Its grant table (as granter).

@@ -105,15 +105,32 @@ pub(super) fn domctl(ctx: &mut Ctx, arg: u64) -> HcResult {
                         .first_mfn
                         .checked_add(p.nr_mfns.checked_sub(1).ok_or(Errno::EINVAL)?)
                         .ok_or(Errno::EINVAL)?;
-                    pv::with(|pm, _| pm.permit_iomem(dom, Mfn::new(p.first_mfn), Mfn::new(last)))?;
+                    let (first, last) = (Mfn::new(p.first_mfn), Mfn::new(last));
+                    let caller = ctx.domid();
+                    // Xen: only what the caller may map itself can be handed on.
+                    pv::with(|pm, _| {
+                        if !pm.iomem_range_permitted(caller, first, last) {
+                            return Err(Errno::EPERM);
+                        }
+                        pm.permit_iomem(dom, first, last)
+                    })?;
                 }
                 dc::DOMCTL_IOPORT_PERMISSION => {
                     let p: dc::DomctlIoportPermission = d.payload().ok_or(Errno::EINVAL)?;
                     let end = p
                         .first_port
                         .checked_add(p.nr_ports)
-                        .filter(|&e| e <= 0x1_0000)
+                        .filter(|&e| e <= 0x1_0000 && e > p.first_port)
                         .ok_or(Errno::EINVAL)?;
+                    // Xen: only ports the caller has itself can be handed on.
+                    let mine: Vec<(u64, u64)> = ctx.hv.domains[ctx.di]
+                        .ioports
+                        .iter()
+                        .map(|&(s, e)| (u64::from(s), u64::from(e) - 1))
+                        .collect();
+                    if !crate::pvmm::covers(&mine, u64::from(p.first_port), u64::from(end) - 1) {
+                        return Err(Errno::EPERM);
+                    }
                     let ports = &mut ctx.hv.domains[ti].ioports;
                     if p.allow != 0 {
                         ports.push((p.first_port, end));
@@ -203,6 +220,7 @@ fn create(ctx: &mut Ctx, c: &dc::DomctlCreateDomain) -> Result<DomId, Errno> {
         vm_assist: 0,
         paused: true,
         ioports: Vec::new(),
+        pci_cf8: 0,
         irqs: Vec::new(),
         grant: grant::GrantTable::new(grant::DEFAULT_MAX_FRAMES),
         grant_entries: Default::default(),

@@ -9,14 +9,12 @@
 //! the IRQ's `startup`, `pirq_guest_unbind` masks it), and is masked again when the PIRQ is
 //! unmapped or its domain dies.
 //!
-//! Hardware access: PCI configuration space through ports 0xcf8/0xcfc (the hardware
-//! domain uses the same ports, so the address register is saved and restored around each
-//! access — the hypervisor only runs between the domain's instructions), and the MSI-X
-//! table through an uncached mapping of its BAR page ([`ioremap`]).
+//! Hardware access: PCI configuration space through [`super::pci::PortConfig`], and the
+//! MSI-X table through an uncached mapping of its BAR page ([`ioremap`]).
 
 use super::domain::{Domain, HV};
 use super::mm::{self, pte};
-use super::port::{inl_sized, outl_sized};
+use super::pci::PortConfig;
 use crate::pirq::{
     self, bar_address, function_present, msix_capability, reg, Bdf, ConfigSpace, PirqInfo, Source,
     VectorOwners, VectorPool,
@@ -25,39 +23,6 @@ use alloc::vec::Vec;
 use spin::Mutex;
 use xen_abi::physdev::{PhysdevMapPirq, MAP_PIRQ_TYPE_MSI_SEG};
 use xen_abi::{Errno, Mfn};
-
-/// PCI configuration space through the legacy I/O ports (mechanism #1).
-pub struct PortConfig;
-
-const PCI_ADDR: u16 = 0xcf8;
-const PCI_DATA: u16 = 0xcfc;
-
-impl ConfigSpace for PortConfig {
-    fn read32(&mut self, bdf: Bdf, offset: u8) -> u32 {
-        // SAFETY: the configuration mechanism's ports; the hypervisor owns PCI
-        // configuration while it runs (one CPU, interrupts off). The address register the
-        // hardware domain may have left set is restored, so its next data access is
-        // unaffected. Reading a dword of configuration space has no side effects.
-        unsafe {
-            let saved = inl_sized(PCI_ADDR, 4);
-            outl_sized(PCI_ADDR, 4, bdf.config_address(offset));
-            let v = inl_sized(PCI_DATA, 4);
-            outl_sized(PCI_ADDR, 4, saved);
-            v
-        }
-    }
-
-    fn write16(&mut self, bdf: Bdf, offset: u8, value: u16) {
-        // SAFETY: as for read32; the callers write only the MSI-X message control of a
-        // function whose MSI-X the hypervisor manages.
-        unsafe {
-            let saved = inl_sized(PCI_ADDR, 4);
-            outl_sized(PCI_ADDR, 4, bdf.config_address(offset));
-            outl_sized(PCI_DATA + u16::from(offset & 2), 2, u32::from(value));
-            outl_sized(PCI_ADDR, 4, saved);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // ioremap: uncached mappings of device memory anywhere in the physical address space.

@@ -21,6 +21,7 @@ pub mod irq;
 pub mod memhc;
 pub mod mm;
 pub mod multiboot;
+pub mod pci;
 pub mod port;
 pub mod power;
 pub mod pv;
@@ -119,7 +120,7 @@ extern "C" fn xen_start(mbi: u64, magic: u64) -> ! {
         power::fatal();
     };
     let ramdisk = modules.get(1).map(|(s, e, _)| (*s, *e));
-    if let Err(why) = dom0::build(kstart, kend, &kargs, ramdisk, &options) {
+    if let Err(why) = dom0::build(kstart, kend, &kargs, ramdisk, &options, &info.firmware) {
         crate::xerr!("Could not set up DOM0 guest OS: {}\n", why);
         crate::xerr!("Panic: dom0 could not be built\n");
         power::fatal();

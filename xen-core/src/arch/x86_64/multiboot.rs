@@ -23,10 +23,27 @@ pub struct Module {
     pub string: u64,
 }
 
+/// A firmware range of the memory map (not RAM): reserved (type 2, e.g. the BIOS ROM or
+/// PCI's ECAM window), ACPI tables (3) or ACPI NVS (4).
+#[derive(Clone, Copy, Debug)]
+pub struct FirmwareRange {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// The E820 type.
+    pub kind: u32,
+}
+
+/// E820 type: reserved.
+pub const E820_RESERVED: u32 = 2;
+
 /// What rxen takes from the multiboot information.
 pub struct BootInfo {
     /// Usable RAM.
     pub ram: ArrayVec<RamRange, 64>,
+    /// Firmware ranges (E820 types 2, 3 and 4).
+    pub firmware: ArrayVec<FirmwareRange, 32>,
     /// Modules in order: dom0's kernel first, then its ramdisk.
     pub modules: ArrayVec<Module, 8>,
     /// Physical address of the hypervisor's command line (0 if none).
@@ -49,6 +66,7 @@ pub fn parse(mbi: u64) -> BootInfo {
     let flags = read_u32(mbi);
     let mut info = BootInfo {
         ram: ArrayVec::new(),
+        firmware: ArrayVec::new(),
         modules: ArrayVec::new(),
         cmdline: 0,
     };
@@ -81,6 +99,12 @@ pub fn parse(mbi: u64) -> BootInfo {
                 let _ = info.ram.try_push(RamRange {
                     start: base,
                     end: base.saturating_add(length),
+                });
+            } else if (2..=4).contains(&kind) && length > 0 {
+                let _ = info.firmware.try_push(FirmwareRange {
+                    start: base,
+                    end: base.saturating_add(length),
+                    kind,
                 });
             }
             off += size + 4;

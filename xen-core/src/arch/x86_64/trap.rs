@@ -485,12 +485,16 @@ fn guest_exception(f: &mut TrapFrame) {
     }
     if vector == 13 && f.error_code == 0 && hv.domains[di].vcpus[vi].in_kernel {
         let d = &mut hv.domains[di];
-        let ports = PortAccess {
-            all: d.privileged,
-            ranges: d.ioports.clone(),
+        let mut ports = PortAccess {
+            ranges: core::mem::take(&mut d.ioports),
+            cf8: d.pci_cf8,
+            hardware: d.privileged,
         };
         let v = &mut d.vcpus[vi];
-        if emulate_privileged(v, &ports, f) {
+        let emulated = emulate_privileged(v, &mut ports, f);
+        d.ioports = ports.ranges;
+        d.pci_cf8 = ports.cf8;
+        if emulated {
             return;
         }
     }
@@ -568,7 +572,7 @@ fn int80(f: &mut TrapFrame) {
 /// hypervisor supports so far: `rdmsr`/`wrmsr` of the segment-base MSRs (Linux writes
 /// GS_BASE in its first instructions) and reads of EFER. Returns true if handled;
 /// everything else is bounced to the guest as #GP, as Xen does for unknown MSRs.
-fn emulate_privileged(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool {
+fn emulate_privileged(v: &mut Vcpu, ports: &mut PortAccess, f: &mut TrapFrame) -> bool {
     let mut insn = [0u8; 2];
     if guestmem::copy_from_guest(f.rip, &mut insn).is_err() {
         return false;
@@ -639,25 +643,26 @@ fn access_reserved(port: u16, size: u16) -> bool {
     (0..size).any(|i| port_reserved(port.wrapping_add(i)))
 }
 
-/// The I/O ports a domain may use: all (the hardware domain) or the ranges the toolstack
-/// granted (`DOMCTL_ioport_permission`).
+/// The I/O ports a domain may use: the ranges it was given at boot (the hardware domain:
+/// see `dom0::hardware_resources`) or by the toolstack (`DOMCTL_ioport_permission`), and
+/// its virtual PCI configuration address register.
 struct PortAccess {
-    all: bool,
     ranges: alloc::vec::Vec<(u32, u32)>,
+    cf8: u32,
+    /// Only the hardware domain reaches configuration space (Xen's `pci_cfg_ok`).
+    hardware: bool,
 }
 
 impl PortAccess {
     fn allows(&self, port: u16, size: u16) -> bool {
-        self.all || {
-            let (s, e) = (u32::from(port), u32::from(port) + u32::from(size));
-            self.ranges.iter().any(|&(a, b)| a <= s && e <= b)
-        }
+        let (s, e) = (u32::from(port), u32::from(port) + u32::from(size));
+        self.ranges.iter().any(|&(a, b)| a <= s && e <= b)
     }
 }
 
 /// `in`/`out` from a guest kernel whose virtual IOPL allows it (PHYSDEVOP_set_iopl);
 /// without a sufficient IOPL the guest gets #GP as on hardware.
-fn emulate_port_io(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool {
+fn emulate_port_io(v: &mut Vcpu, ports: &mut PortAccess, f: &mut TrapFrame) -> bool {
     if v.iopl < 1 {
         return false;
     }
@@ -691,10 +696,15 @@ fn emulate_port_io(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool 
     // allowed at all; the domain's port permissions only decide whether it reaches the
     // hardware. Without them, reads see all-ones and writes are dropped (Linux domUs
     // probe PCI config space at 0xcf8 this way).
-    let reserved = !ports.allows(port, size) || access_reserved(port, size);
+    // The configuration mechanism is emulated, never passed through (see `pci`).
+    let config = (0xcf8..0xd00).contains(&port);
+    let reserved =
+        !ports.allows(port, size) || access_reserved(port, size) || (config && !ports.hardware);
     if is_in {
         let value: u32 = if reserved {
             u32::MAX
+        } else if config {
+            super::pci::guest_read(ports.cf8, port, size)
         } else {
             // SAFETY: the domain was granted this port (or is the hardware domain) and the
             // hypervisor does not keep it (both checked above).
@@ -710,6 +720,8 @@ fn emulate_port_io(v: &mut Vcpu, ports: &PortAccess, f: &mut TrapFrame) -> bool 
         } else {
             (f.rax & !mask) | (u64::from(value) & mask)
         };
+    } else if !reserved && config {
+        super::pci::guest_write(&mut ports.cf8, port, size, f.rax as u32);
     } else if !reserved {
         // SAFETY: as above.
         unsafe { super::port::outl_sized(port, size, f.rax as u32) };
