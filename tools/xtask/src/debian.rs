@@ -105,6 +105,24 @@ pub fn debian_kernel(package: Option<&str>, dbg: bool) -> Outcome<DebianKernel> 
         ))
     })?;
     let config = find_one(&boot, "config-")?;
+    // Linux's block frontend is a module in Debian's kernel: the Debian domU's initramfs
+    // (`--debian-domu`) carries it.
+    unpack(
+        &deb,
+        &root,
+        &[
+            "--wildcards",
+            "./lib/modules/*/kernel/drivers/block/xen-blkfront.ko",
+        ],
+        true,
+    )?;
+    let modules = root.join("lib/modules");
+    let blkfront = std::fs::read_dir(&modules)?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("kernel/drivers/block/xen-blkfront.ko"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Failure::new(format!("{} has no xen-blkfront.ko", deb.display())))?;
+    std::fs::copy(&blkfront, dir.join(BLKFRONT_MODULE))?;
 
     let image = std::fs::read(&vmlinuz)?;
     // The same unpacker dom0's domain builder runs (setup header, own xz decoder).
@@ -164,7 +182,28 @@ pub fn debian_kernel(package: Option<&str>, dbg: bool) -> Outcome<DebianKernel> 
     })
 }
 
-// Until `debian_domu_ramdisk` (main.rs) packs these instead of the ELF.
+/// Linux's blkfront module, copied from the package into the cache directory.
+const BLKFRONT_MODULE: &str = "xen-blkfront.ko";
+
+/// `/etc/xen/debian-blk.cfg`: Debian's kernel with an initramfs whose init
+/// (`tests/linux-init`) loads Linux's xen-blkfront, writes a pattern to `xvda` (dom0's
+/// `vda`, through rxen's blkback), flushes, reads it back, discards, and powers off.
+pub const DOMU_BLK_CFG: &str = "\
+# Debian's kernel with Linux's own xen-blkfront against rxen's blkback (packed only by
+# `cargo xtask run --debian-domu`). `xl create /etc/xen/debian-blk.cfg -c`: the init in
+# /boot/blktest.cpio writes sectors 2048.. of vda with pattern seed 7, reads them back and
+# prints `linux-init: PASS ...`.
+name = \"debian-blk\"
+kernel = \"/boot/vmlinuz\"
+ramdisk = \"/boot/blktest.cpio\"
+memory = 128
+vcpus = 1
+disk = ['phy:vda,xvda,w']
+extra = \"console=hvc0 loglevel=4 blktest=7,2048,64\"
+on_poweroff = \"destroy\"
+on_crash = \"preserve\"
+";
+
 /// linuxdomu: `/etc/xen/debian.cfg`, Debian's kernel as shipped (the bzImage, whose xz
 /// payload dom0's domain builder unpacks as Xen's libxc does) as a PV domU.
 pub const DOMU_CFG: &str = "\
@@ -183,16 +222,34 @@ on_crash = \"preserve\"
 /// as `/boot/vmlinuz` and [`DOMU_CFG`] as `/etc/xen/debian.cfg`. Fetches the kernel with
 /// [`debian_kernel`] unless `debian/vmlinuz` is already in the target directory. (The
 /// extracted ELF is not packed: the bzImage is an eighth of its size and dom0 unpacks it.)
-pub fn domu_ramdisk_files() -> Outcome<Vec<(&'static str, crate::ramdisk::Extra)>> {
-    let mut vmlinuz = cache_dir().join("vmlinuz");
-    if !vmlinuz.is_file() {
+///
+/// Also `/boot/blktest.cpio`, the initramfs of [`DOMU_BLK_CFG`]: `init` (the `linux_init`
+/// program) and Linux's `xen-blkfront.ko` from the same package.
+pub fn domu_ramdisk_files(
+    linux_init: &Path,
+) -> Outcome<Vec<(&'static str, crate::ramdisk::Extra)>> {
+    let dir = cache_dir();
+    let mut vmlinuz = dir.join("vmlinuz");
+    if !vmlinuz.is_file() || !dir.join(BLKFRONT_MODULE).is_file() {
         vmlinuz = debian_kernel(None, false)?.vmlinuz;
     }
+    let initramfs = crate::ramdisk::linux_initramfs(
+        &std::fs::read(linux_init)?,
+        &[(
+            "xen-blkfront.ko",
+            &std::fs::read(dir.join(BLKFRONT_MODULE))?,
+        )],
+    )?;
     Ok(vec![
         ("boot/vmlinuz", crate::ramdisk::Extra::File(vmlinuz)),
+        ("boot/blktest.cpio", crate::ramdisk::Extra::Bytes(initramfs)),
         (
             "etc/xen/debian.cfg",
             crate::ramdisk::Extra::Bytes(DOMU_CFG.as_bytes().to_vec()),
+        ),
+        (
+            "etc/xen/debian-blk.cfg",
+            crate::ramdisk::Extra::Bytes(DOMU_BLK_CFG.as_bytes().to_vec()),
         ),
     ])
 }

@@ -35,6 +35,7 @@ const BARE_METAL_CRATES: &[&str] = &[
     "dom0",
     "rxen-test-guest",
     "domu",
+    "linux-init",
 ];
 
 /// Exit status for a `--timeout` that expired (as timeout(1)).
@@ -209,12 +210,24 @@ fn build(profile: Profile) -> Outcome<Images> {
     Ok(images)
 }
 
+/// Builds `tests/linux-init` (PID 1 of the Debian domU's initramfs) and returns its path.
+fn build_linux_init() -> Outcome<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--target", TARGET, "--release", "-p", "linux-init"]);
+    exec("building linux-init", &mut cmd)?;
+    Ok(target_dir()
+        .join(TARGET)
+        .join(Profile::Release.dir())
+        .join("linux-init"))
+}
+
 /// linuxdomu: packs dom0's ramdisk plus Debian's kernel as shipped (the bzImage, fetched
 /// with `debian-kernel` unless already there) as `/boot/vmlinuz` and `/etc/xen/debian.cfg`,
 /// next to the usual one as `dom0-debian.cpio`; returns its path.
 fn debian_domu_ramdisk(dom0: &Path) -> Outcome<PathBuf> {
     let rd = dom0.with_file_name("dom0-debian.cpio");
-    let extra = debian::domu_ramdisk_files()?;
+    let linux_init = build_linux_init()?;
+    let extra = debian::domu_ramdisk_files(&linux_init)?;
     ramdisk::pack_with(
         &workspace_root().join("dom0/rootfs"),
         &dom0.with_file_name("domu"),

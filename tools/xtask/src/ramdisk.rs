@@ -118,6 +118,19 @@ pub fn pack_with(
     Ok(count)
 }
 
+/// An initramfs for a Linux guest: `/dev` (init mounts devtmpfs there), `/init`
+/// (executable) and `files` in the root.
+pub fn linux_initramfs(init: &[u8], files: &[(&str, &[u8])]) -> io::Result<Vec<u8>> {
+    let mut a = Vec::new();
+    push_entry(&mut a, 1, "dev", 0o040755, &[])?;
+    push_entry(&mut a, 2, "init", 0o100755, init)?;
+    for (i, (name, data)) in files.iter().enumerate() {
+        push_entry(&mut a, i as u32 + 3, name, 0o100644, data)?;
+    }
+    push_entry(&mut a, 0, "TRAILER!!!", 0, &[])?;
+    Ok(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
