@@ -67,6 +67,18 @@ pub trait FrameRefs {
     fn get_frame(&mut self, mfn: Mfn, owner: DomId) -> bool;
     /// Drops a reference taken with [`FrameRefs::get_frame`].
     fn put_frame(&mut self, mfn: Mfn);
+    /// Whether [`FrameRefs::get_frame`] would succeed, for a reference that would be
+    /// dropped again at once (a host-only map checks the granter owns the frame; the
+    /// host mapping takes its own references). The default takes and drops one; an
+    /// implementation that holds its frame table across both may just check.
+    fn check_frame(&mut self, mfn: Mfn, owner: DomId) -> bool {
+        if self.get_frame(mfn, owner) {
+            self.put_frame(mfn);
+            true
+        } else {
+            false
+        }
+    }
     /// Takes a writable type reference on `mfn` (the caller holds a general one); false
     /// if the frame cannot be writable (a page table, a descriptor page, ...).
     fn get_writable(&mut self, mfn: Mfn) -> bool;

@@ -109,16 +109,26 @@ impl MapTrack {
         }
     }
 
-    /// Forgets the `gone` uses of a mapping whose granter no longer exists (so there is
-    /// no grant entry left to unpin); the caller drops the frame references those uses
-    /// held. Frees the handle once no use is left.
+    /// Forgets the `gone` uses of a mapping: the first half of a batched unmap (the
+    /// caller then releases them with [`crate::GrantTable::complete_unmap`]), or a mapping
+    /// whose granter no longer exists (there is no grant entry left to unpin; the caller
+    /// drops the frame references those uses held). Frees the handle once no use is left.
     pub fn forget_uses(&mut self, handle: GrantHandle, gone: MapUse) {
-        if let Ok(m) = self.lookup(handle) {
+        let h = handle.raw();
+        let Some(slot) = self.slots.get_mut(h as usize) else {
+            return;
+        };
+        if let Some(m) = slot {
             let left = MapUse {
                 host: m.uses.host && !gone.host,
                 device: m.uses.device && !gone.device,
             };
-            self.set_uses(handle, left);
+            if left.is_empty() {
+                *slot = None;
+                self.free.push(h);
+            } else {
+                m.uses = left;
+            }
         }
     }
 

@@ -334,7 +334,14 @@ impl GrantTable {
         // The frame must be the granter's (Xen's get_paged_frame at the first pin; the
         // page reference check in map_grant_ref for later ones).
         let undo = |entries: &mut E| Self::reduce_status(entries, gref, act.pins, readonly);
-        if !refs.get_frame(frame, granter) {
+        // A device use keeps the general reference; a host-only map just checks it could
+        // be taken (the host mapping takes its own).
+        let owned = if uses.device {
+            refs.get_frame(frame, granter)
+        } else {
+            refs.check_frame(frame, granter)
+        };
+        if !owned {
             undo(entries);
             return Err(if pinned {
                 Gntst::GeneralError
@@ -342,14 +349,10 @@ impl GrantTable {
                 Gntst::BadPage
             });
         }
-        let keep_ref = uses.device;
         if uses.device && !readonly && !refs.get_writable(frame) {
             refs.put_frame(frame);
             undo(entries);
             return Err(Gntst::GeneralError);
-        }
-        if !keep_ref {
-            refs.put_frame(frame);
         }
         let mut pins = act.pins;
         if !pins.add(uses, readonly) {
@@ -421,6 +424,33 @@ impl GrantTable {
         maptrack.set_uses(handle, left);
         self.release(entries, refs, &m, done);
         Ok(m)
+    }
+
+    /// The second half of a batched `GNTTABOP_unmap_grant_ref` (Xen's
+    /// `unmap_common_complete`): the caller looked `m` up, removed the `done` uses from
+    /// the maptrack ([`MapTrack::forget_uses`], Xen's `unmap_common`, so a handle named
+    /// twice in one batch is unmapped once), removed the host PTE and flushed the
+    /// mapper's TLBs. Drops the device references, the pins and the status bits the
+    /// remaining pins no longer justify. Uses in `done` the mapping does not have are
+    /// ignored. `GNTST_bad_handle` (nothing done) if `m`'s grant reference is beyond this
+    /// table (not this granter's); check with [`GrantTable::nr_entries`] before
+    /// removing anything.
+    pub fn complete_unmap<E: EntryAccess, R: FrameRefs>(
+        &mut self,
+        entries: &mut E,
+        refs: &mut R,
+        m: &Mapping,
+        done: MapUse,
+    ) -> Result<(), Gntst> {
+        if m.gref.raw() >= self.nr_entries() {
+            return Err(Gntst::BadHandle);
+        }
+        let done = MapUse {
+            host: done.host && m.uses.host,
+            device: done.device && m.uses.device,
+        };
+        self.release(entries, refs, m, done);
+        Ok(())
     }
 
     /// Releases what `m` holds for `uses` (pins, device references, status bits):

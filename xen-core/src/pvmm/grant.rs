@@ -21,7 +21,7 @@
 //! not present (-EBUSY otherwise).
 
 use super::entries::CMPXCHG_TRIES;
-use super::{pte, Owner, PageTableMemory, PageType, PvMm, ENTRIES};
+use super::{pte, Owner, PageTableMemory, PageType, PvMm, ENTRIES, MAX_COUNT};
 use xen_abi::grant_table::{GNTMAP_APPLICATION_MAP, GNTMAP_GUEST_AVAIL0_SHIFT, GNTMAP_READONLY};
 use xen_abi::{DomId, Errno, Mfn};
 
@@ -72,19 +72,54 @@ impl GrantUnmap {
 }
 
 impl PvMm {
-    /// Takes a general reference on `l1` if it is a validated L1 of `dom`.
-    fn get_l1(&mut self, dom: DomId, l1: Mfn, index: usize) -> Result<(), Errno> {
-        if index >= ENTRIES || !self.get_page(l1, dom) {
+    /// Checks that `l1` is a validated L1 of `dom` and `index` a slot of it. Xen takes a
+    /// general reference on the L1 for the duration of the update because it holds no
+    /// lock over the frame table; here the caller holds the PV MMU for the whole update,
+    /// nothing in it drops a reference on `l1`, so checking what [`PvMm::get_page`] would
+    /// check (allocated, owned by `dom`, count not saturated) is the same rule.
+    fn check_l1(&self, dom: DomId, l1: Mfn, index: usize) -> Result<(), Errno> {
+        if index >= ENTRIES || !self.owns_frame(l1, dom) {
             return Err(Errno::EINVAL);
         }
         let ok = self
             .page(l1)
             .is_some_and(|p| p.ty == PageType::L1 && p.type_count > 0 && p.validated);
-        if !ok {
-            self.put_page(l1);
+        if ok {
+            Ok(())
+        } else {
+            Err(Errno::EINVAL)
+        }
+    }
+
+    /// Whether [`PvMm::get_page`] of `mfn` for `dom` would succeed (the frame is
+    /// allocated, `dom`'s, and its count can take one more reference), without taking
+    /// the reference: for a check whose reference would be dropped again at once, under
+    /// the same hold of the PV MMU (a host-only grant map, Xen's `get_paged_frame` +
+    /// `put_page`).
+    pub fn owns_frame(&self, mfn: Mfn, dom: DomId) -> bool {
+        self.page(mfn)
+            .is_some_and(|p| p.count != 0 && p.count < MAX_COUNT && p.owner == Owner::Dom(dom))
+    }
+
+    /// A `Writable` type reference on a domain's frame on which the caller holds a
+    /// general reference (Xen's `get_page_type(pg, PGT_writable_page)` in
+    /// `map_grant_ref` for a writable device mapping, and in `acquire_grant_for_copy`).
+    /// -EINVAL if the frame is not a domain's or cannot be writable (a page table, a
+    /// descriptor page, ...). Release with [`PvMm::put_writable_type`].
+    pub fn get_writable_type<M: PageTableMemory>(
+        &mut self,
+        mem: &mut M,
+        mfn: Mfn,
+    ) -> Result<(), Errno> {
+        if !matches!(self.page(mfn).map(|p| p.owner), Some(Owner::Dom(_))) {
             return Err(Errno::EINVAL);
         }
-        Ok(())
+        self.get_page_type(mem, mfn, PageType::Writable, 0)
+    }
+
+    /// Drops a type reference taken with [`PvMm::get_writable_type`].
+    pub fn put_writable_type<M: PageTableMemory>(&mut self, mem: &mut M, mfn: Mfn) {
+        self.put_page_type(mem, mfn, None, 0);
     }
 
     /// Installs a grant mapping of `frame`, a frame of `granter`, in slot `index` of
@@ -110,10 +145,8 @@ impl PvMm {
         granter: DomId,
         flags: u32,
     ) -> Result<(), Errno> {
-        self.get_l1(mapper, l1, index)?;
-        let r = self.install_grant(mem, l1, index, frame, granter, flags);
-        self.put_page(l1);
-        r
+        self.check_l1(mapper, l1, index)?;
+        self.install_grant(mem, l1, index, frame, granter, flags)
     }
 
     fn install_grant<M: PageTableMemory>(
@@ -182,7 +215,7 @@ impl PvMm {
         frame: Mfn,
         flags: u32,
     ) -> Result<GrantUnmap, Errno> {
-        self.get_l1(mapper, l1, index)?;
+        self.check_l1(mapper, l1, index)?;
         let want = grant_pte(frame, flags);
         let mut old = mem.read(l1, index);
         let mut r = Err(Errno::EINVAL);
@@ -204,7 +237,6 @@ impl PvMm {
                 Err(found) => old = found,
             }
         }
-        self.put_page(l1);
         r
     }
 

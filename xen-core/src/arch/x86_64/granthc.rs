@@ -9,7 +9,7 @@ use super::guestmem;
 use super::hypercall::{Ctx, HcResult, Outcome};
 use super::mm;
 use super::pv::{self, DirectMap};
-use crate::pvmm::{GrantUnmap, PageType, PvMm};
+use crate::pvmm::{GrantUnmap, PvMm};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use grant::copy::GrantTables;
@@ -17,6 +17,7 @@ use grant::{EntryAccess, GrantTable, Header, MapUse};
 use xen_abi::grant_table as gt;
 use xen_abi::grant_table::{Gntst, GrantHandle};
 use xen_abi::{DomId, Errno, GrantRef, Mfn};
+use zerocopy::IntoBytes;
 
 /// A domain's grant-table entries, read and written in the shared frames through the
 /// direct map (the frames are hypervisor pages shared writable with the domain).
@@ -72,17 +73,18 @@ impl grant::FrameRefs for Refs<'_> {
     fn put_frame(&mut self, mfn: Mfn) {
         self.pv.put_page_ref(mfn);
     }
+    fn check_frame(&mut self, mfn: Mfn, owner: DomId) -> bool {
+        // The PV MMU is held across the check and whatever the caller does with the
+        // frame, so checking is the same as taking and dropping a reference.
+        self.pv.owns_frame(mfn, owner)
+    }
     fn get_writable(&mut self, mfn: Mfn) -> bool {
-        let owner = match self.pv.page(mfn).map(|p| p.owner) {
-            Some(crate::pvmm::Owner::Dom(d)) => d,
-            _ => return false,
-        };
-        self.pv
-            .get_page_and_type(self.mem, mfn, owner, PageType::Writable)
-            .is_ok()
+        // The caller holds a general reference (get_frame): only the type reference is
+        // taken, as Xen's get_page_type(PGT_writable_page).
+        self.pv.get_writable_type(self.mem, mfn).is_ok()
     }
     fn put_writable(&mut self, mfn: Mfn) {
-        self.pv.put_page_and_type(self.mem, mfn);
+        self.pv.put_writable_type(self.mem, mfn);
     }
 }
 
@@ -204,22 +206,7 @@ pub(super) fn grant_table_op(ctx: &mut Ctx, cmd: u32, uop: u64, count: u32) -> H
             guestmem::write(uop, &op)?;
             Ok(0)
         }
-        gt::GNTTABOP_MAP_GRANT_REF => {
-            for i in 0..u64::from(count) {
-                let va = uop.wrapping_add(i * 32);
-                let mut op: gt::GnttabMapGrantRef = guestmem::read(va)?;
-                match map_one(ctx, &op) {
-                    Ok((handle, frame)) => {
-                        op.status = 0;
-                        op.handle = handle.raw();
-                        op.dev_bus_addr = frame.raw() << 12;
-                    }
-                    Err(s) => op.status = s.code(),
-                }
-                guestmem::write(va, &op)?;
-            }
-            Ok(0)
-        }
+        gt::GNTTABOP_MAP_GRANT_REF => map_batch(ctx, uop, count),
         gt::GNTTABOP_UNMAP_GRANT_REF => unmap_batch(ctx, uop, count),
         gt::GNTTABOP_COPY => {
             let me = ctx.domid();
@@ -276,59 +263,169 @@ fn setup_table(d: &mut Domain, nr: u32, list: u64) -> i16 {
     0
 }
 
-/// The L1 slot a host mapping goes into: the PTE's machine address
-/// (`GNTMAP_contains_pte`) or the virtual address in the mapper's current page table.
-fn host_slot(ctx: &mut Ctx, host_addr: u64, flags: u32) -> Result<(Mfn, usize), Gntst> {
-    if flags & gt::GNTMAP_CONTAINS_PTE != 0 {
-        if host_addr & 7 != 0 {
-            return Err(Gntst::GeneralError);
-        }
-        return Ok((
-            Mfn::new(host_addr >> 12),
-            ((host_addr & 0xfff) / 8) as usize,
-        ));
-    }
-    if !guestmem::is_guest_range(host_addr, 1) {
-        return Err(Gntst::BadVirtAddr);
-    }
-    let l4 = ctx.vcpu().kernel_l4;
-    super::memhc::l1_slot(l4, host_addr).map_err(|_| Gntst::BadVirtAddr)
+/// Map and unmap elements handled per copy of the arguments in, one hold of the PV MMU
+/// and one copy of the results out. Xen unmaps in batches of 32 as well
+/// (`GNTTAB_UNMAP_BATCH_SIZE`), with one TLB flush each.
+const CHUNK: usize = 32;
+
+/// Copies a chunk of hypercall elements in: a whole-chunk copy when the chunk is
+/// readable and writable (probed by writing the elements back unchanged, so that the
+/// results can be written back in one go after the work), else `None`: the caller then
+/// handles the chunk one element at a time, stopping at the first element that cannot
+/// be read or written back, exactly as element-wise processing does.
+fn read_chunk<T>(va: u64, out: &mut [T]) -> Option<()>
+where
+    T: zerocopy::FromBytes + zerocopy::IntoBytes + zerocopy::Immutable,
+{
+    guestmem::copy_from_guest(va, out.as_mut_bytes()).ok()?;
+    guestmem::copy_to_guest(va, out.as_bytes()).ok()
 }
 
-fn map_one(ctx: &mut Ctx, op: &gt::GnttabMapGrantRef) -> Result<(GrantHandle, Mfn), Gntst> {
+/// Caches within one hold of the PV MMU. Nothing a grant map or unmap does changes the
+/// domain list or the mapper's L4..L2 entries, so the lookups stay valid for the hold.
+struct Lookups {
+    /// The mapper's kernel L4 (the page table `host_addr` is resolved in).
+    l4: Mfn,
+    /// The last granter looked up: its id and index.
+    granter: Option<(DomId, usize)>,
+    /// The last L1 found by a walk: the 2 MiB region (`va >> 21`) and the L1.
+    l1: Option<(u64, Mfn)>,
+}
+
+impl Lookups {
+    fn new(ctx: &mut Ctx) -> Lookups {
+        Lookups {
+            l4: ctx.vcpu().kernel_l4,
+            granter: None,
+            l1: None,
+        }
+    }
+
+    /// The index of domain `id` (`None`: no such domain).
+    fn domain(&mut self, domains: &[Domain], id: DomId) -> Option<usize> {
+        if let Some((d, i)) = self.granter {
+            if d == id {
+                return Some(i);
+            }
+        }
+        let i = domains.iter().position(|d| d.id == id)?;
+        self.granter = Some((id, i));
+        Some(i)
+    }
+
+    /// The L1 slot a host mapping goes into: the PTE's machine address
+    /// (`GNTMAP_contains_pte`) or the virtual address in the mapper's current page table.
+    fn host_slot(&mut self, host_addr: u64, flags: u32) -> Result<(Mfn, usize), Gntst> {
+        if flags & gt::GNTMAP_CONTAINS_PTE != 0 {
+            if host_addr & 7 != 0 {
+                return Err(Gntst::GeneralError);
+            }
+            return Ok((
+                Mfn::new(host_addr >> 12),
+                ((host_addr & 0xfff) / 8) as usize,
+            ));
+        }
+        if !guestmem::is_guest_range(host_addr, 1) {
+            return Err(Gntst::BadVirtAddr);
+        }
+        let index = ((host_addr >> 12) & 511) as usize;
+        let region = host_addr >> 21;
+        if let Some((r, l1)) = self.l1 {
+            if r == region {
+                return Ok((l1, index));
+            }
+        }
+        let (l1, index) =
+            super::memhc::l1_slot(self.l4, host_addr).map_err(|_| Gntst::BadVirtAddr)?;
+        self.l1 = Some((region, l1));
+        Ok((l1, index))
+    }
+}
+
+/// `GNTTABOP_map_grant_ref` on `count` elements at `uop`.
+fn map_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
+    let mut buf = [gt::GnttabMapGrantRef::default(); CHUNK];
+    let count = count as usize;
+    let mut i = 0;
+    while i < count {
+        let n = (count - i).min(CHUNK);
+        let va = uop.wrapping_add(i as u64 * 32);
+        let ops = &mut buf[..n];
+        if read_chunk(va, ops).is_some() {
+            map_chunk(ctx, ops);
+            guestmem::copy_to_guest(va, ops.as_bytes())?;
+        } else {
+            for (j, op) in ops.iter_mut().enumerate() {
+                let va = va.wrapping_add(j as u64 * 32);
+                *op = guestmem::read(va)?;
+                map_chunk(ctx, core::slice::from_mut(op));
+                guestmem::write(va, op)?;
+            }
+        }
+        i += n;
+    }
+    Ok(0)
+}
+
+/// Maps the elements of `ops` in order, each as Xen's `map_grant_ref`, results in place.
+fn map_chunk(ctx: &mut Ctx, ops: &mut [gt::GnttabMapGrantRef]) {
     let me = ctx.domid();
-    let gi = ctx.hv.find(DomId::new(op.dom)).ok_or(Gntst::BadDomain)?;
-    let granter = ctx.hv.domains[gi].id;
     let mi = ctx.di;
+    let mut look = Lookups::new(ctx);
+    let domains = &mut ctx.hv.domains;
+    pv::with(|p, mem| {
+        let mut refs = Refs { pv: p, mem };
+        for op in ops.iter_mut() {
+            match map_one(domains, &mut refs, &mut look, me, mi, op) {
+                Ok((handle, frame)) => {
+                    op.status = 0;
+                    op.handle = handle.raw();
+                    op.dev_bus_addr = frame.raw() << 12;
+                }
+                Err(s) => op.status = s.code(),
+            }
+        }
+    });
+}
+
+fn map_one(
+    domains: &mut [Domain],
+    refs: &mut Refs,
+    look: &mut Lookups,
+    me: DomId,
+    mi: usize,
+    op: &gt::GnttabMapGrantRef,
+) -> Result<(GrantHandle, Mfn), Gntst> {
+    let gi = look
+        .domain(domains, DomId::new(op.dom))
+        .ok_or(Gntst::BadDomain)?;
+    let granter = DomId::new(op.dom);
     let slot = if op.flags & gt::GNTMAP_HOST_MAP != 0 {
-        Some(host_slot(ctx, op.host_addr, op.flags)?)
+        Some(look.host_slot(op.host_addr, op.flags)?)
     } else {
         None
     };
-    pv::with(|p, mem| {
-        let mut refs = Refs { pv: p, mem };
-        let (gtable, entries, maptrack) = grant_parts(&mut ctx.hv.domains, gi, mi);
-        let mapped = gtable.map(
-            entries,
-            &mut refs,
-            granter,
-            GrantRef::new(op.gref),
-            me,
-            maptrack,
-            op.flags,
-        )?;
-        if let Some((l1, index)) = slot {
-            if refs
-                .pv
-                .create_grant_mapping(refs.mem, me, l1, index, mapped.frame, granter, op.flags)
-                .is_err()
-            {
-                let _ = gtable.unmap(entries, &mut refs, maptrack, mapped.handle, MapUse::ALL);
-                return Err(Gntst::GeneralError);
-            }
+    let (gtable, entries, maptrack) = grant_parts(domains, gi, mi);
+    let mapped = gtable.map(
+        entries,
+        refs,
+        granter,
+        GrantRef::new(op.gref),
+        me,
+        maptrack,
+        op.flags,
+    )?;
+    if let Some((l1, index)) = slot {
+        if refs
+            .pv
+            .create_grant_mapping(refs.mem, me, l1, index, mapped.frame, granter, op.flags)
+            .is_err()
+        {
+            let _ = gtable.unmap(entries, refs, maptrack, mapped.handle, MapUse::ALL);
+            return Err(Gntst::GeneralError);
         }
-        Ok((mapped.handle, mapped.frame))
-    })
+    }
+    Ok((mapped.handle, mapped.frame))
 }
 
 /// The granter's table and entries and the mapper's maptrack, which may be the same
@@ -358,94 +455,144 @@ fn grant_parts(
     }
 }
 
-/// Unmaps a batch: first every host PTE, then one TLB flush, then the grant pins and
-/// frame references (so the granter can never reuse a frame the mapper still caches).
+/// `GNTTABOP_unmap_grant_ref` on `count` elements at `uop`.
 fn unmap_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
+    let mut buf = [gt::GnttabUnmapGrantRef::default(); CHUNK];
+    let count = count as usize;
+    let mut i = 0;
+    while i < count {
+        let n = (count - i).min(CHUNK);
+        let va = uop.wrapping_add(i as u64 * 24);
+        let ops = &mut buf[..n];
+        if read_chunk(va, ops).is_some() {
+            unmap_chunk(ctx, ops);
+            guestmem::copy_to_guest(va, ops.as_bytes())?;
+        } else {
+            for (j, op) in ops.iter_mut().enumerate() {
+                let va = va.wrapping_add(j as u64 * 24);
+                *op = guestmem::read(va)?;
+                unmap_chunk(ctx, core::slice::from_mut(op));
+                guestmem::write(va, op)?;
+            }
+        }
+        i += n;
+    }
+    Ok(0)
+}
+
+/// An unmap whose first half is done.
+struct Pending {
+    /// The mapping as it was.
+    m: grant::Mapping,
+    /// The granter's index (`None`: the granter is gone).
+    gi: Option<usize>,
+    /// The references of the host PTE removed, dropped after the flush.
+    token: Option<GrantUnmap>,
+    /// The uses removed.
+    uses: MapUse,
+}
+
+/// Unmaps the elements of `ops` (at most [`CHUNK`]), results in place, as Xen's
+/// `unmap_common` for each, one TLB flush, then `unmap_common_complete` for each: the
+/// pins and frame references go only after the flush, so the granter can never reuse a
+/// frame the mapper still caches.
+fn unmap_chunk(ctx: &mut Ctx, ops: &mut [gt::GnttabUnmapGrantRef]) {
     let me = ctx.domid();
     let mi = ctx.di;
-    let mut done: Vec<(u64, gt::GnttabUnmapGrantRef, Option<GrantUnmap>, MapUse)> = Vec::new();
-    for i in 0..u64::from(count) {
-        let va = uop.wrapping_add(i * 24);
-        let mut op: gt::GnttabUnmapGrantRef = guestmem::read(va)?;
-        let handle = GrantHandle::new(op.handle);
-        let m = match ctx.hv.domains[mi].maptrack.lookup(handle) {
-            Ok(m) => m,
-            Err(s) => {
-                op.status = s.code();
-                guestmem::write(va, &op)?;
-                continue;
+    let mut look = Lookups::new(ctx);
+    let domains = &mut ctx.hv.domains;
+    let mut pending: [Option<Pending>; CHUNK] = [const { None }; CHUNK];
+    pv::with(|p, mem| {
+        let mut flush = false;
+        for (op, slot) in ops.iter_mut().zip(pending.iter_mut()) {
+            match unmap_begin(p, mem, domains, &mut look, me, mi, op) {
+                Ok(pend) => {
+                    flush |= pend.token.is_some();
+                    *slot = Some(pend);
+                }
+                Err(s) => op.status = s.code(),
             }
-        };
-        if op.dev_bus_addr != 0 && op.dev_bus_addr != m.frame.raw() << 12 {
-            op.status = Gntst::BadDevAddr.code();
-            guestmem::write(va, &op)?;
-            continue;
         }
-        // Xen's unmap_common: the device use goes only with a non-zero dev_bus_addr
-        // (checked against the frame above), the host use only with a host_addr.
-        let mut uses = MapUse {
-            host: false,
-            device: m.uses.device && op.dev_bus_addr != 0,
-        };
-        let mut token = None;
-        if op.host_addr != 0 && m.uses.host {
-            let slot = host_slot(ctx, op.host_addr, m.map_flags);
-            let r = slot.ok().and_then(|(l1, index)| {
-                pv::with(|p, mem| {
-                    p.destroy_grant_mapping(mem, me, l1, index, m.frame, m.map_flags)
-                        .ok()
-                })
-            });
-            match r {
-                Some(t) => {
-                    token = Some(t);
-                    uses.host = true;
+        // Device-only unmaps (blkback's fast path) removed no PTE: no flush needed.
+        if flush {
+            pv::flush_tlb_all();
+        }
+        let mut refs = Refs { pv: p, mem };
+        for (op, slot) in ops.iter_mut().zip(pending.iter_mut()) {
+            let Some(Pending { m, gi, token, uses }) = slot.take() else {
+                continue;
+            };
+            match gi {
+                Some(gi) => {
+                    let d = &mut domains[gi];
+                    // Checked in unmap_begin: cannot fail.
+                    let r = d
+                        .grant
+                        .complete_unmap(&mut d.grant_entries, &mut refs, &m, uses);
+                    op.status = Gntst::status(&r);
                 }
                 None => {
-                    op.status = Gntst::GeneralError.code();
-                    guestmem::write(va, &op)?;
-                    continue;
-                }
-            }
-        }
-        done.push((va, op, token, uses));
-    }
-    // Device-only unmaps (blkback's fast path) removed no PTE: no flush needed.
-    if done.iter().any(|(_, _, token, _)| token.is_some()) {
-        pv::flush_tlb_all();
-    }
-    for (va, mut op, token, uses) in done {
-        let handle = GrantHandle::new(op.handle);
-        let mapping = ctx.hv.domains[mi].maptrack.lookup(handle).ok();
-        let gi = mapping.and_then(|m| ctx.hv.find(m.granter));
-        pv::with(|p, mem| {
-            let mut refs = Refs { pv: p, mem };
-            if let Some(gi) = gi {
-                let (gtable, entries, maptrack) = grant_parts(&mut ctx.hv.domains, gi, mi);
-                op.status = Gntst::status(
-                    &gtable
-                        .unmap(entries, &mut refs, maptrack, handle, uses)
-                        .map(|_| ()),
-                );
-            } else if let Some(m) = mapping {
-                // The granter is gone: its frame lives on only through this mapping, and
-                // there is no grant entry left to unpin. Drop what the device use held
-                // (the host use's references go with the token below) and the handle;
-                // the last reference frees the dead domain's frame.
-                if uses.device {
-                    if !m.readonly {
-                        grant::FrameRefs::put_writable(&mut refs, m.frame);
+                    // The granter is gone: its frame lives on only through this mapping,
+                    // and there is no grant entry left to unpin. Drop what the device use
+                    // held (the host use's references go with the token below); the last
+                    // reference frees the dead domain's frame.
+                    if uses.device {
+                        if !m.readonly {
+                            grant::FrameRefs::put_writable(&mut refs, m.frame);
+                        }
+                        grant::FrameRefs::put_frame(&mut refs, m.frame);
                     }
-                    grant::FrameRefs::put_frame(&mut refs, m.frame);
+                    op.status = 0;
                 }
-                ctx.hv.domains[mi].maptrack.forget_uses(handle, uses);
-                op.status = 0;
             }
             if let Some(t) = token {
                 refs.pv.put_grant_refs(refs.mem, t);
             }
-        });
-        guestmem::write(va, &op)?;
+        }
+    });
+}
+
+/// The first half of one unmap (Xen's `unmap_common`): checks the handle and
+/// `dev_bus_addr`, removes the host PTE if asked, and takes the uses removed out of the
+/// maptrack entry (freeing the handle when none is left).
+fn unmap_begin(
+    p: &mut PvMm,
+    mem: &mut DirectMap,
+    domains: &mut [Domain],
+    look: &mut Lookups,
+    me: DomId,
+    mi: usize,
+    op: &gt::GnttabUnmapGrantRef,
+) -> Result<Pending, Gntst> {
+    let handle = GrantHandle::new(op.handle);
+    let m = domains[mi].maptrack.lookup(handle)?;
+    if op.dev_bus_addr != 0 && op.dev_bus_addr != m.frame.raw() << 12 {
+        return Err(Gntst::BadDevAddr);
     }
-    Ok(0)
+    let gi = look.domain(domains, m.granter);
+    if let Some(gi) = gi {
+        // A grant reference beyond the granter's table: not this granter's mapping.
+        if m.gref.raw() >= domains[gi].grant.nr_entries() {
+            return Err(Gntst::BadHandle);
+        }
+    }
+    // Xen's unmap_common: the device use goes only with a non-zero dev_bus_addr
+    // (checked against the frame above), the host use only with a host_addr.
+    let mut uses = MapUse {
+        host: false,
+        device: m.uses.device && op.dev_bus_addr != 0,
+    };
+    let mut token = None;
+    if op.host_addr != 0 && m.uses.host {
+        let (l1, index) = look
+            .host_slot(op.host_addr, m.map_flags)
+            .map_err(|_| Gntst::GeneralError)?;
+        let t = p
+            .destroy_grant_mapping(mem, me, l1, index, m.frame, m.map_flags)
+            .map_err(|_| Gntst::GeneralError)?;
+        token = Some(t);
+        uses.host = true;
+    }
+    domains[mi].maptrack.forget_uses(handle, uses);
+    Ok(Pending { m, gi, token, uses })
 }
