@@ -74,19 +74,25 @@ unsafe impl Send for Single {}
 static STATE: Mutex<Single> = Mutex::new(Single(None));
 
 /// Serves every block backend: picks up new and changed devices in xenstore, steps their
-/// handshakes, serves their rings and their disks' completions. Never blocks.
-pub fn poll() {
+/// handshakes, serves their rings and their disks' completions. Never blocks. Returns
+/// whether a handshake step ran (it may have written the store, whose watchers should
+/// then hear of it); serving rings and disks alone never touches the store.
+pub fn poll() -> bool {
     let mut g = STATE.lock();
     let st = g.0.get_or_insert_with(|| State {
         bb: Blkback::new(HOME, Config::default()),
         plat: Dom0::default(),
         store: XsStore::default(),
     });
+    let mut stepped = false;
     for _ in 0..MAX_POLLS {
-        if !st.bb.poll(&mut st.store, &mut st.plat) {
+        let more = st.bb.poll(&mut st.store, &mut st.plat);
+        stepped |= st.bb.stepped();
+        if !more {
             break;
         }
     }
+    stepped
 }
 
 /// Every backend device, for `xl block-list`.
@@ -100,8 +106,7 @@ pub fn list() -> Vec<VbdStatus> {
         .unwrap_or_default()
 }
 
-/// Events seen on blkback channels (diagnostics).
-#[allow(dead_code)]
+/// Events seen on blkback channels (the main loop tells block I/O wake-ups by them).
 pub fn events() -> u64 {
     EVENTS.load(Ordering::Relaxed)
 }

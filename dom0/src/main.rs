@@ -196,10 +196,56 @@ mod kernel {
         );
     }
 
+    /// Events other than block I/O (blkback rings, disk interrupts) dispatched so far.
+    fn other_events() -> u64 {
+        events::stats()
+            .dispatched
+            .wrapping_sub(crate::blkback::events())
+            .wrapping_sub(crate::disks::interrupts())
+    }
+
+    /// How the shell loop waits when there is no input.
+    struct Idle {
+        /// [`other_events`] at the previous pass.
+        others: u64,
+        /// Serve the store on the next pass (first pass, or a command ran).
+        store: bool,
+    }
+
+    impl Idle {
+        /// One pass: serve the store, the block backends, then sleep. The store is served
+        /// only when something other than block I/O happened since the last pass
+        /// (xenstore requests and acknowledgements come with an event on the store
+        /// channel, domain exits and timeouts with their own events; commands and
+        /// blkback's handshake steps are flagged): a wake-up by a blkif ring or a disk
+        /// interrupt alone — two per request — skips both walks over the domains' rings.
+        fn pass(&mut self, k: &mut Kernel) {
+            let others = other_events();
+            let store = self.store || others != self.others;
+            self.others = others;
+            self.store = false;
+            if store {
+                crate::xenstore::poll(); // xenstore: serve domU rings, then block
+            }
+            // blkback: handshakes, rings, disk completions; then the store once more,
+            // so that the watch events of what blkback wrote reach the domUs now.
+            let stepped = crate::blkback::poll();
+            if store || stepped {
+                crate::xenstore::poll();
+            }
+            sched::block();
+            toolstack::poll(k); // toolstack
+        }
+    }
+
     fn shell(si: &'static StartInfo) -> ! {
         let mut k = Kernel { si };
         let mut editor = LineEditor::<256>::new();
         let mut input = [0u8; 64];
+        let mut idle = Idle {
+            others: other_events(),
+            store: true,
+        };
         console::write_bytes(PROMPT.as_bytes());
         loop {
             // Check for input with events disabled, then block: SCHEDOP_block re-enables
@@ -207,19 +253,26 @@ mod kernel {
             events::disable();
             let n = console::read(&mut input);
             if n == 0 {
-                crate::xenstore::poll(); // xenstore: serve domU rings, then block
-                                         // blkback: handshakes, rings, disk completions; then the store once more,
-                                         // so that the watch events of what blkback wrote reach the domUs now.
-                crate::blkback::poll();
-                crate::xenstore::poll();
-                sched::block();
-                toolstack::poll(&mut k); // toolstack
+                let was_attached = toolstack::attached();
+                idle.pass(&mut k);
+                // `xl console` ends when its domain goes (as xenconsole's pty closing
+                // ends xl's): the shell is back.
+                if was_attached && !toolstack::attached() {
+                    console::write_bytes(PROMPT.as_bytes());
+                }
                 continue;
             }
+            // Whatever the input does (a command may write the store), the next idle pass
+            // serves the store.
+            idle.store = true;
             events::enable();
             // toolstack: domain exits, console output; while `xl console` is attached,
             // keystrokes go to the domU.
+            let was_attached = toolstack::attached();
             toolstack::poll(&mut k);
+            if was_attached && !toolstack::attached() {
+                console::write_bytes(PROMPT.as_bytes());
+            }
             if toolstack::attached() {
                 if toolstack::input(&input[..n], &mut k) {
                     console::write_bytes(PROMPT.as_bytes());

@@ -22,6 +22,8 @@ pub struct Blkback<P: Platform> {
     cfg: Config,
     vbds: Vec<Vbd<P>>,
     watching: bool,
+    /// The last [`poll`](Self::poll) ran a xenbus step (which may have written the store).
+    stepped: bool,
 }
 
 impl<P: Platform> Blkback<P> {
@@ -33,6 +35,7 @@ impl<P: Platform> Blkback<P> {
             cfg,
             vbds: Vec::new(),
             watching: false,
+            stepped: false,
         }
     }
 
@@ -47,11 +50,13 @@ impl<P: Platform> Blkback<P> {
             self.watching = true;
             true
         };
+        self.stepped = changed;
         if changed {
             self.scan(store);
         }
         for v in self.vbds.iter_mut() {
             if changed || v.attention() {
+                self.stepped = true;
                 v.xenbus(store, plat);
             }
         }
@@ -67,6 +72,7 @@ impl<P: Platform> Blkback<P> {
         // Closing devices whose last I/O just completed can finish now.
         for v in self.vbds.iter_mut() {
             if v.attention() {
+                self.stepped = true;
                 v.xenbus(store, plat);
             }
         }
@@ -111,6 +117,12 @@ impl<P: Platform> Blkback<P> {
     /// Every device, for `xl block-list`.
     pub fn list(&self) -> Vec<VbdStatus> {
         self.vbds.iter().map(Vbd::status).collect()
+    }
+
+    /// Whether the last [`poll`](Self::poll) stepped a handshake (and so may have written
+    /// to the store, whose watchers should hear of it).
+    pub fn stepped(&self) -> bool {
+        self.stepped
     }
 
     /// Whether no device exists.

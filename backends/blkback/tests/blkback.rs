@@ -50,6 +50,34 @@ fn handshake_writes_linux_keys() {
 }
 
 #[test]
+fn serving_rings_alone_is_no_handshake_step() {
+    // dom0's main loop serves the store after a poll only if it stepped a handshake.
+    let mut h = Harness::new(DOM);
+    h.store.track_changes = true;
+    h.add_disk("vda", 2048, false);
+    h.toolstack_attach(DOM, DEV, "vda", "w");
+    h.poll();
+    assert!(h.bb.stepped(), "the device was found and advertised");
+    // Our own writes come back as a change once.
+    h.poll();
+    let writes = h.store.writes;
+    h.poll();
+    assert!(!h.bb.stepped());
+    assert_eq!(h.store.writes, writes);
+    let mut f = h.connect_frontend(DOM, DEV, 0, false);
+    h.poll();
+    assert!(h.bb.stepped(), "connected");
+    h.poll();
+    let (_, g) = h.data_page(0xa1, true);
+    let writes = h.store.writes;
+    send(&mut f, &[rw(BLKIF_OP_WRITE, 1, 8, &[seg(g, 0, 7)])]);
+    let r = h.responses(&mut f, 1);
+    assert_eq!(status_of(&r, 1), BLKIF_RSP_OKAY);
+    assert!(!h.bb.stepped(), "I/O only");
+    assert_eq!(h.store.writes, writes, "I/O writes nothing to the store");
+}
+
+#[test]
 fn read_only_disk_advertised() {
     let mut h = Harness::new(DOM);
     h.add_disk("vdb", 64, false);

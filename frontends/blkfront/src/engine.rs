@@ -275,6 +275,11 @@ pub struct BlkFront<M: RingMemory, H: Host> {
     max_pool: usize,
     /// Ungranted pages kept for indirect segment lists.
     spare: Vec<H::Page>,
+    /// Shadows of completed requests, their lists emptied but their capacity kept, so
+    /// that a request in steady state allocates nothing.
+    spare_shadows: Vec<Shadow<H::Page>>,
+    /// Scratch list of a request's wire segments (kept for its capacity).
+    wire: Vec<BlkifRequestSegment>,
     /// Grants the backend would not give back (their pages are never reused).
     leaked: Vec<GrantRef>,
     /// Grants of the ring pages (revoked by [`teardown`](Self::teardown)).
@@ -310,6 +315,8 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
             pool_total: 0,
             max_pool: DEFAULT_MAX_POOL_PAGES,
             spare: Vec::new(),
+            spare_shadows: Vec::new(),
+            wire: Vec::new(),
             leaked: Vec::new(),
             ring_refs: Vec::new(),
             unpublished: 0,
@@ -473,17 +480,29 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
         }
     }
 
+    /// An empty shadow for a request tagged `tag`, reusing a completed one's lists.
+    fn new_shadow(&mut self, tag: u64) -> Shadow<H::Page> {
+        match self.spare_shadows.pop() {
+            Some(mut sh) => {
+                sh.tag = tag;
+                sh.ops = [None, None];
+                sh
+            }
+            None => empty_shadow_with_tag(tag),
+        }
+    }
+
     /// Undoes the grants of a request that could not be queued (the backend never saw
     /// them, so revoking cannot fail unless it guessed the reference).
-    fn release(&mut self, sh: Shadow<H::Page>) -> Result<(), Error> {
+    fn release(&mut self, mut sh: Shadow<H::Page>) -> Result<(), Error> {
         let mut first_err = None;
-        for gref in sh.transient {
+        for gref in sh.transient.drain(..) {
             if self.host.end_access(gref) == Err(StillInUse) {
                 self.leaked.push(gref);
                 first_err.get_or_insert(Error::GrantStillInUse(gref));
             }
         }
-        for p in sh.indirect {
+        for p in sh.indirect.drain(..) {
             if self.disk.persistent {
                 self.pool_free.push(p);
             } else if self.host.end_access(p.gref) == Err(StillInUse) {
@@ -493,7 +512,12 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
                 self.spare.push(p.page);
             }
         }
-        self.pool_free.extend(sh.pool);
+        self.pool_free.append(&mut sh.pool);
+        sh.copies.clear();
+        // At most one spare per ring slot: what a full ring of requests can use again.
+        if self.spare_shadows.len() < self.shadow.len() {
+            self.spare_shadows.push(sh);
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -512,14 +536,7 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
             return Err(Error::Busy);
         }
         let id = self.make_id(slot);
-        let mut sh = Shadow {
-            tag,
-            ops: [None, None],
-            transient: Vec::new(),
-            indirect: Vec::new(),
-            pool: Vec::new(),
-            copies: Vec::new(),
-        };
+        let mut sh = self.new_shadow(tag);
         let wire = match req {
             Request::Flush => {
                 let op = if self.disk.flush {
@@ -618,8 +635,30 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
             return Err(Error::Busy);
         }
         let op = if write { BLKIF_OP_WRITE } else { BLKIF_OP_READ };
-        match self.grant_segments(write, segs, sh) {
-            Ok(wire_segs) => {
+        let mut wire = core::mem::take(&mut self.wire);
+        wire.clear();
+        let r = self.build_granted(op, indirect, sector, segs, id, sh, &mut wire);
+        self.wire = wire;
+        r
+    }
+
+    /// [`build_rw`](Self::build_rw) once the request is checked: grants the segments
+    /// (listing them in `wire`) and builds the wire request.
+    #[allow(clippy::too_many_arguments)]
+    fn build_granted(
+        &mut self,
+        op: u8,
+        indirect: bool,
+        sector: u64,
+        segs: &[Seg<H::Page>],
+        id: u64,
+        sh: &mut Shadow<H::Page>,
+        wire: &mut Vec<BlkifRequestSegment>,
+    ) -> Result<BlkifRequest, Error> {
+        let write = op == BLKIF_OP_WRITE;
+        match self.grant_segments(write, segs, sh, wire) {
+            Ok(()) => {
+                let wire_segs: &[BlkifRequestSegment] = wire;
                 if !indirect {
                     let mut seg = [BlkifRequestSegment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST];
                     for (d, s) in seg.iter_mut().zip(wire_segs.iter()) {
@@ -636,7 +675,7 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
                         seg,
                     });
                 }
-                match self.indirect_request(op, sector, &wire_segs, id, sh) {
+                match self.indirect_request(op, sector, wire_segs, id, sh) {
                     Ok(r) => Ok(r),
                     Err(e) => {
                         let taken = core::mem::replace(sh, empty_shadow());
@@ -660,29 +699,17 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
         write: bool,
         segs: &[Seg<H::Page>],
         sh: &mut Shadow<H::Page>,
-    ) -> Result<Vec<BlkifRequestSegment>, Error> {
-        let mut out = Vec::with_capacity(segs.len());
-        let mut bounce = [0u8; 4096];
-        for s in segs {
-            let gref = if self.disk.persistent {
-                let p = self.pool_take()?;
-                sh.pool.push(p);
-                let (offset, len) = s.byte_range();
-                if write {
-                    if let Some(buf) = bounce.get_mut(..len) {
-                        self.host.read(s.page, offset, buf);
-                        self.host.write(p.page, offset, buf);
-                    }
-                } else {
-                    sh.copies.push(CopyBack {
-                        from: p.page,
-                        to: s.page,
-                        offset,
-                        len,
-                    });
-                }
-                p.gref
-            } else {
+        out: &mut Vec<BlkifRequestSegment>,
+    ) -> Result<(), Error> {
+        out.reserve(segs.len());
+        let wire = |s: &Seg<H::Page>, gref| BlkifRequestSegment {
+            gref,
+            first_sect: s.first_sect,
+            last_sect: s.last_sect,
+            pad: [0; 2],
+        };
+        if !self.disk.persistent {
+            for s in segs {
                 // The backend only reads the page of a write: grant it read-only.
                 let frame = self.host.frame(s.page);
                 let gref = self
@@ -690,16 +717,32 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
                     .grant(self.backend, frame, write)
                     .map_err(Error::Grant)?;
                 sh.transient.push(gref);
-                gref
-            };
-            out.push(BlkifRequestSegment {
-                gref,
-                first_sect: s.first_sect,
-                last_sect: s.last_sect,
-                pad: [0; 2],
-            });
+                out.push(wire(s, gref));
+            }
+            return Ok(());
         }
-        Ok(out)
+        let mut bounce = [0u8; 4096];
+        for s in segs {
+            let p = self.pool_take()?;
+            sh.pool.push(p);
+            let (offset, len) = s.byte_range();
+            if write {
+                if let Some(buf) = bounce.get_mut(..len) {
+                    self.host.read(s.page, offset, buf);
+                    self.host.write(p.page, offset, buf);
+                }
+            } else {
+                sh.copies.push(CopyBack {
+                    from: p.page,
+                    to: s.page,
+                    offset,
+                    len,
+                });
+            }
+            let gref = p.gref;
+            out.push(wire(s, gref));
+        }
+        Ok(())
     }
 
     fn indirect_request(
@@ -754,7 +797,7 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
             return Err(Error::Busy);
         }
         req.id = self.make_id(slot);
-        let sh = empty_shadow_with_tag(tag);
+        let sh = self.new_shadow(tag);
         self.enqueue(slot, req, sh)
     }
 
@@ -824,7 +867,7 @@ impl<M: RingMemory, H: Host> BlkFront<M, H> {
             s => Err(IoError::Status(s)),
         };
         // Copy read data out of the pool before its pages go back.
-        if result.is_ok() && ok_op {
+        if result.is_ok() && ok_op && !sh.copies.is_empty() {
             let mut bounce = [0u8; 4096];
             for c in &sh.copies {
                 if let Some(buf) = bounce.get_mut(..c.len) {

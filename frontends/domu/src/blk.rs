@@ -1039,10 +1039,13 @@ fn run_stream(
     let mut next = 0;
     let mut inflight = 0usize;
     let mut done = 0;
+    // One segment list for every request (whole pages), as dom0's `disk bench` keeps one.
+    let mut s: Vec<Seg<DPage>> = Vec::with_capacity(buf.len());
     while done < reqs.len() {
         while next < reqs.len() && inflight < qd {
             let (sector, n) = reqs[next];
-            let s = segs(&buf[..n], n as u64 * 8);
+            s.clear();
+            s.extend(buf.iter().take(n).map(|&p| Seg::page(p)));
             let req = if write {
                 Request::Write { sector, segs: &s }
             } else {

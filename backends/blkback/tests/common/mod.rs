@@ -80,16 +80,22 @@ impl World {
 pub struct FakeStore {
     pub nodes: BTreeMap<String, String>,
     pub writes: usize,
+    /// Answer `changed` as a store with watches does (only after a change); otherwise
+    /// every poll rescans.
+    pub track_changes: bool,
+    pub dirty: bool,
 }
 
 impl FakeStore {
     pub fn set(&mut self, path: &str, v: &str) {
+        self.dirty = true;
         self.nodes.insert(path.to_string(), v.to_string());
     }
     pub fn get(&self, path: &str) -> Option<&str> {
         self.nodes.get(path).map(String::as_str)
     }
     pub fn rm_tree(&mut self, path: &str) {
+        self.dirty = true;
         let pre = format!("{path}/");
         self.nodes.retain(|k, _| k != path && !k.starts_with(&pre));
     }
@@ -101,6 +107,7 @@ impl Store for FakeStore {
     }
     fn write(&mut self, path: &str, value: &str) -> bool {
         self.writes += 1;
+        self.dirty = true;
         self.nodes.insert(path.to_string(), value.to_string());
         true
     }
@@ -116,6 +123,9 @@ impl Store for FakeStore {
             }
         }
         out
+    }
+    fn changed(&mut self) -> bool {
+        !self.track_changes || core::mem::take(&mut self.dirty)
     }
 }
 
