@@ -31,6 +31,8 @@ pub struct Config {
     pub xen: PathBuf,
     /// The hypervisor's command line.
     pub xen_cmdline: String,
+    /// The machine's RAM in MiB (default 512).
+    pub memory_mib: u32,
     /// The kernel booted as dom0 (rxen's dom0, a test guest, or any Xen PV kernel).
     pub dom0_kernel: PathBuf,
     /// dom0's command line; a test guest reads its scenario from it.
@@ -56,6 +58,7 @@ impl Config {
         Config {
             xen: xen.into(),
             xen_cmdline: qemu::DEFAULT_XEN_CMDLINE.to_owned(),
+            memory_mib: 512,
             dom0_kernel: dom0_kernel.into(),
             dom0_cmdline: qemu::DEFAULT_DOM0_CMDLINE.to_owned(),
             ramdisk: None,
@@ -93,7 +96,7 @@ impl Config {
             ramdisk: self.ramdisk.clone(),
             accel: self.accel,
             icount: self.icount,
-            memory_mib: 512,
+            memory_mib: self.memory_mib,
             reset_log: Some(reset_log),
             disks: self.disks.clone(),
         }

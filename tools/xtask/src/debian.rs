@@ -254,6 +254,12 @@ pub fn domu_ramdisk_files(
     ])
 }
 
+/// Whether `debian-kernel` has already left what `--debian-domu` packs.
+pub fn have_domu_files() -> bool {
+    let dir = cache_dir();
+    dir.join("vmlinuz").is_file() && dir.join(BLKFRONT_MODULE).is_file()
+}
+
 /// `apt-get download PACKAGE` into `dir`, unless a `PACKAGE_*.deb` is already there.
 fn download(dir: &Path, package: &str) -> Outcome<PathBuf> {
     if let Some(deb) = cached_deb(dir, package)? {

@@ -510,6 +510,21 @@ fn test(opts: &TestOpts) -> Outcome {
         Ok(())
     })?;
     let images = images.ok_or_else(|| Failure::new("images were not built"))?;
+    // Debian's kernel for the Linux-blkfront test: used when already fetched; fetched
+    // under CI (`$CI`). Without it that one test says it was skipped.
+    let mut debian_ramdisk = None;
+    step("Debian kernel (optional)", &mut || {
+        if debian::have_domu_files() || std::env::var_os("CI").is_some() {
+            match debian_domu_ramdisk(&images.dom0) {
+                Ok(rd) => debian_ramdisk = Some(rd),
+                Err(e) => eprintln!(
+                    "xtask: no Debian kernel ({}): the Linux-blkfront test is skipped",
+                    e.message
+                ),
+            }
+        }
+        Ok(())
+    })?;
     step("system tests (QEMU, TCG)", &mut || {
         let mut cmd = cargo();
         cmd.args(["test", "-p", "rxen-tests"])
@@ -518,6 +533,9 @@ fn test(opts: &TestOpts) -> Outcome {
             .env("RXEN_TEST_GUEST", &images.test_guest)
             .env("RXEN_DOMU", &images.domu)
             .env("RXEN_DOM0_RAMDISK", ramdisk::path_for(&images.dom0));
+        if let Some(rd) = &debian_ramdisk {
+            cmd.env("RXEN_DOM0_DEBIAN_RAMDISK", rd);
+        }
         if !opts.test_args.is_empty() {
             cmd.arg("--").args(&opts.test_args);
         }
