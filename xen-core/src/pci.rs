@@ -355,4 +355,6 @@ pub fn data_target(cf8: u32, port: u16, size: u16) -> Option<(Bdf, u8)> {
 }
 
 #[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
 mod tests;

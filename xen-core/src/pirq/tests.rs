@@ -1,45 +1,5 @@
 use super::*;
-use std::collections::HashMap;
-
-/// A fake configuration space: 256 bytes per function; absent functions read all-ones.
-#[derive(Default)]
-struct Fake {
-    funcs: HashMap<Bdf, [u8; 256]>,
-    writes: Vec<(Bdf, u8, u16)>,
-}
-
-impl Fake {
-    fn put32(&mut self, bdf: Bdf, off: u8, v: u32) {
-        let f = self.funcs.entry(bdf).or_insert([0; 256]);
-        f[usize::from(off)..usize::from(off) + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    fn put16(&mut self, bdf: Bdf, off: u8, v: u16) {
-        let f = self.funcs.entry(bdf).or_insert([0; 256]);
-        f[usize::from(off)..usize::from(off) + 2].copy_from_slice(&v.to_le_bytes());
-    }
-    fn put8(&mut self, bdf: Bdf, off: u8, v: u8) {
-        self.funcs.entry(bdf).or_insert([0; 256])[usize::from(off)] = v;
-    }
-}
-
-impl ConfigSpace for Fake {
-    fn read32(&mut self, bdf: Bdf, offset: u8) -> u32 {
-        match self.funcs.get(&bdf) {
-            None => u32::MAX,
-            Some(f) => {
-                let o = usize::from(offset & 0xfc);
-                u32::from_le_bytes([f[o], f[o + 1], f[o + 2], f[o + 3]])
-            }
-        }
-    }
-    fn write16(&mut self, bdf: Bdf, offset: u8, value: u16) {
-        self.writes.push((bdf, offset, value));
-        self.put16(bdf, offset & !1, value);
-    }
-    fn write32(&mut self, bdf: Bdf, offset: u8, value: u32) {
-        self.put32(bdf, offset & !3, value);
-    }
-}
+use crate::pci::fake::Fake;
 
 const DEV: Bdf = Bdf {
     bus: 0,

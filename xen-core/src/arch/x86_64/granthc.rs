@@ -345,21 +345,39 @@ impl Lookups {
 /// `GNTTABOP_map_grant_ref` on `count` elements at `uop`.
 fn map_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
     let mut buf = [gt::GnttabMapGrantRef::default(); CHUNK];
+    in_chunks(ctx, uop, count, &mut buf, map_chunk)
+}
+
+/// Runs `work` over `count` elements at `uop` in chunks of `buf.len()`: each chunk is
+/// copied in once (and probed writable), worked on, and copied back once. A chunk whose
+/// copy faults is redone one element at a time, so a bad buffer gives Xen's per-element
+/// result: the elements before the fault are done, then -EFAULT.
+fn in_chunks<T>(
+    ctx: &mut Ctx,
+    uop: u64,
+    count: u32,
+    buf: &mut [T],
+    mut work: impl FnMut(&mut Ctx, &mut [T]),
+) -> HcResult
+where
+    T: zerocopy::FromBytes + zerocopy::IntoBytes + zerocopy::Immutable,
+{
+    let size = core::mem::size_of::<T>() as u64;
     let count = count as usize;
     let mut i = 0;
     while i < count {
-        let n = (count - i).min(CHUNK);
-        let va = uop.wrapping_add(i as u64 * 32);
+        let n = (count - i).min(buf.len());
+        let va = uop.wrapping_add(i as u64 * size);
         let ops = &mut buf[..n];
         if read_chunk(va, ops).is_some() {
-            map_chunk(ctx, ops);
+            work(ctx, ops);
             guestmem::copy_to_guest(va, ops.as_bytes())?;
         } else {
             for (j, op) in ops.iter_mut().enumerate() {
-                let va = va.wrapping_add(j as u64 * 32);
-                *op = guestmem::read(va)?;
-                map_chunk(ctx, core::slice::from_mut(op));
-                guestmem::write(va, op)?;
+                let va = va.wrapping_add(j as u64 * size);
+                guestmem::copy_from_guest(va, op.as_mut_bytes())?;
+                work(ctx, core::slice::from_mut(op));
+                guestmem::copy_to_guest(va, op.as_bytes())?;
             }
         }
         i += n;
@@ -458,26 +476,7 @@ fn grant_parts(
 /// `GNTTABOP_unmap_grant_ref` on `count` elements at `uop`.
 fn unmap_batch(ctx: &mut Ctx, uop: u64, count: u32) -> HcResult {
     let mut buf = [gt::GnttabUnmapGrantRef::default(); CHUNK];
-    let count = count as usize;
-    let mut i = 0;
-    while i < count {
-        let n = (count - i).min(CHUNK);
-        let va = uop.wrapping_add(i as u64 * 24);
-        let ops = &mut buf[..n];
-        if read_chunk(va, ops).is_some() {
-            unmap_chunk(ctx, ops);
-            guestmem::copy_to_guest(va, ops.as_bytes())?;
-        } else {
-            for (j, op) in ops.iter_mut().enumerate() {
-                let va = va.wrapping_add(j as u64 * 24);
-                *op = guestmem::read(va)?;
-                unmap_chunk(ctx, core::slice::from_mut(op));
-                guestmem::write(va, op)?;
-            }
-        }
-        i += n;
-    }
-    Ok(0)
+    in_chunks(ctx, uop, count, &mut buf, unmap_chunk)
 }
 
 /// An unmap whose first half is done.
