@@ -234,7 +234,17 @@ mod kernel {
                 crate::xenstore::poll();
             }
             sched::block();
-            toolstack::poll(k); // toolstack
+            poll_toolstack(k);
+        }
+    }
+
+    /// toolstack: domain exits and console output. `xl console` ends when its domain goes
+    /// (as xl's does when xenconsole's pty closes): the shell's prompt is back.
+    fn poll_toolstack(k: &mut Kernel) {
+        let was_attached = toolstack::attached();
+        toolstack::poll(k);
+        if was_attached && !toolstack::attached() {
+            console::write_bytes(PROMPT.as_bytes());
         }
     }
 
@@ -253,13 +263,7 @@ mod kernel {
             events::disable();
             let n = console::read(&mut input);
             if n == 0 {
-                let was_attached = toolstack::attached();
                 idle.pass(&mut k);
-                // `xl console` ends when its domain goes (as xenconsole's pty closing
-                // ends xl's): the shell is back.
-                if was_attached && !toolstack::attached() {
-                    console::write_bytes(PROMPT.as_bytes());
-                }
                 continue;
             }
             // Whatever the input does (a command may write the store), the next idle pass
@@ -268,11 +272,7 @@ mod kernel {
             events::enable();
             // toolstack: domain exits, console output; while `xl console` is attached,
             // keystrokes go to the domU.
-            let was_attached = toolstack::attached();
-            toolstack::poll(&mut k);
-            if was_attached && !toolstack::attached() {
-                console::write_bytes(PROMPT.as_bytes());
-            }
+            poll_toolstack(&mut k);
             if toolstack::attached() {
                 if toolstack::input(&input[..n], &mut k) {
                     console::write_bytes(PROMPT.as_bytes());

@@ -363,11 +363,21 @@ pub fn probe_m2p_read(mfn: u64) -> Option<(u64, FaultSite)> {
     if mfn >= m2p_entries() {
         return None;
     }
-    let addr = M2P_VA + mfn * 8;
+    // SAFETY: a read of the hypervisor's read-only M2P range, inside the size it announced;
+    // no Rust object lives there.
+    Some(unsafe { probe_read(M2P_VA + mfn * 8) })
+}
+
+/// Reads the quadword at `addr` with one `mov rax, [rdi]` (3 bytes) whose address it
+/// reports, so a #PF hook can skip it: a skipped read leaves `u64::MAX`.
+///
+/// # Safety
+/// `addr` must hold no Rust object, and a fault there must be handled by the kernel's
+/// #PF hook (which skips [`FaultSite`]).
+unsafe fn probe_read(addr: u64) -> (u64, FaultSite) {
     let site: u64;
     let v: u64;
-    // SAFETY: a read of the hypervisor's read-only M2P range, inside the size it announced;
-    // no Rust object lives there. A fault is handled by the kernel's #PF hook.
+    // SAFETY: as the caller guarantees; the instruction only reads.
     unsafe {
         core::arch::asm!(
             "lea {s}, [rip + 2f]",
@@ -378,7 +388,7 @@ pub fn probe_m2p_read(mfn: u64) -> Option<(u64, FaultSite)> {
             options(nostack, readonly),
         );
     }
-    Some((v, FaultSite { rip: site, len: 3 }))
+    (v, FaultSite { rip: site, len: 3 })
 }
 
 /// The start-of-day layout ([`init`] must have run).
@@ -681,22 +691,8 @@ pub fn probe_slot_read(slot: usize, idx: usize) -> Option<(u64, FaultSite)> {
     if slot >= MAP_AREA_SLOTS || idx >= ENTRIES {
         return None;
     }
-    let addr = slot_va(slot) + 8 * idx as u64;
-    let site: u64;
-    let v: u64;
-    // SAFETY: a read inside the map area, where no Rust object lives; a fault is handled by
-    // the kernel's #PF hook.
-    unsafe {
-        core::arch::asm!(
-            "lea {s}, [rip + 2f]",
-            "2: .byte 0x48, 0x8b, 0x07",
-            s = out(reg) site,
-            in("rdi") addr,
-            inlateout("rax") u64::MAX => v,
-            options(nostack, readonly),
-        );
-    }
-    Some((v, FaultSite { rip: site, len: 3 }))
+    // SAFETY: a read inside the map area, where no Rust object lives.
+    Some(unsafe { probe_read(slot_va(slot) + 8 * idx as u64) })
 }
 
 /// VA of the map area's L1 in our (read-only) mapping, for writable-page-table writes.
